@@ -173,7 +173,11 @@ def weight_entries(folder: Path) -> dict[str, TensorEntry]:
                 raise CheckpointError(f"missing tensor: {index_path.name} puts {name!r} in {shard}, "
                                       f"but {shard} does not hold it")
             entries[name] = headers[shard][name]
-        for shard, header in headers.items():  # a tensor in a shard that the index forgot
+        # A shard in the folder that the index never mentions holds tensors the index forgot.
+        for shard_path in sorted(folder.glob("model-*-of-*.safetensors")):
+            if shard_path.name not in headers:
+                headers[shard_path.name] = read_safetensors_header(shard_path)
+        for shard, header in headers.items():
             for name in header:
                 if name not in weight_map:
                     raise CheckpointError(f"missing index entry: {shard} holds {name!r}, "

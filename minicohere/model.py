@@ -207,7 +207,7 @@ def rope_inv_freq(config: CohereConfig, seq_len: int | None = None) -> tuple[tor
     """
     rp = config.rope_parameters
     rope_type, base, dim = rp["rope_type"], rp["rope_theta"], config.head_dim
-    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
     attention_scaling = 1.0
 
     if rope_type == "dynamic":
@@ -259,7 +259,7 @@ def _yarn_inv_freq(rp: dict, base: float, dim: int, max_positions: int) -> tuple
     if low == high:
         high += 0.001
     ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
-    freqs = base ** (torch.arange(0, dim, 2, device="cpu").float() / dim)
+    freqs = base ** (torch.arange(0, dim, 2).float() / dim)
     keep = 1 - ramp  # 1: extrapolate (keep the original speed), 0: interpolate (divide by factor)
     inv_freq = (1.0 / (factor * freqs)) * (1 - keep) + (1.0 / freqs) * keep
     return inv_freq, attention_scaling
@@ -281,14 +281,16 @@ class CohereRotaryEmbedding(nn.Module):
 
     def reset(self, device: torch.device | str = "cpu") -> None:
         """(Re)compute the frequency table; the loader calls this after building the model on `meta`."""
-        inv_freq, self.attention_scaling = rope_inv_freq(self.config)
+        with torch.device("cpu"):  # real numbers even while the model is being built on `meta`
+            inv_freq, self.attention_scaling = rope_inv_freq(self.config)
         self.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
         self.cached_len = self.trained_len
 
     def _update_dynamic(self, position_ids: torch.Tensor) -> None:
         seq_len = int(position_ids.max()) + 1
         if seq_len > self.cached_len:
-            inv_freq, self.attention_scaling = rope_inv_freq(self.config, seq_len)
+            with torch.device("cpu"):
+                inv_freq, self.attention_scaling = rope_inv_freq(self.config, seq_len)
             self.inv_freq = inv_freq.to(self.inv_freq.device)
             self.cached_len = seq_len
         elif seq_len < self.trained_len < self.cached_len:

@@ -1,0 +1,75 @@
+"""Shared helpers: tiny Command-R-family configs and reference models from transformers."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "command-r"
+
+# Tiny configs, one per member of the family; the ratios (MHA, GQA, q/k norm) follow the real checkpoints.
+TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+            max_position_embeddings=64, eos_token_id=3, bos_token_id=1, pad_token_id=0,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+FAMILY = {
+    "v01-mha": dict(num_attention_heads=4, num_key_value_heads=4),
+    "08-2024-gqa": dict(num_attention_heads=8, num_key_value_heads=2),
+    "plus-qknorm": dict(num_attention_heads=8, num_key_value_heads=2, use_qk_norm=True, logit_scale=0.8333333333333334),
+    "mqa": dict(num_attention_heads=4, num_key_value_heads=1),
+}
+
+
+def tiny_kwargs(family: str = "08-2024-gqa", **overrides) -> dict:
+    kw = {**TINY, **FAMILY[family]}
+    kw.update(overrides)
+    return kw
+
+
+def scramble(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Redraw every weight so logits are O(1): the default init gives near-zero logits that hide bugs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or "layernorm" in name:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+    return model
+
+
+def reference_model(family: str = "08-2024-gqa", seed: int = 0, **overrides):
+    """transformers' CohereForCausalLM (fp32, eval, eager attention) with scrambled weights."""
+    from transformers import CohereConfig, CohereForCausalLM
+
+    cfg = CohereConfig(**tiny_kwargs(family, **overrides))
+    cfg._attn_implementation = "eager"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        model = CohereForCausalLM(cfg).eval()
+    return scramble(model, seed)
+
+
+@pytest.fixture
+def saved_reference(tmp_path):
+    """Factory: a reference model saved sharded with transformers; returns (model, folder)."""
+
+    def make(family="08-2024-gqa", seed=0, max_shard_size="40KB", **overrides):
+        model = reference_model(family, seed, **overrides)
+        folder = tmp_path / f"{family}-{seed}"
+        model.save_pretrained(folder, max_shard_size=max_shard_size)
+        return model, folder
+
+    return make
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative error ||a - b|| / ||b||, in fp64."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
