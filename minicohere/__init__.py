@@ -24,5 +24,7 @@ from .model import (
     sdpa_attention,
 )
 from .checkpoint import CheckpointError, from_pretrained, save_pretrained
+from .tokenizer import BUILTIN_CHAT_TEMPLATES, Tokenizer, default_tokenizer_path, validate_messages
+from .bpe import ByteLevelBPE, bpe_merge_word, bytes_to_unicode, pretokenize
 
 __version__ = "0.1.0"
