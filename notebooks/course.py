@@ -1,0 +1,119 @@
+"""Small helpers the course notebooks share: seeds, exercise checks, tiny models, the real configs.
+
+Kept apart from `minicohere` because they are about teaching, not about the model.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+
+import minicohere
+from minicohere import CohereConfig
+
+# The published configs of the real checkpoints (numbers from their config.json files). Used to compute
+# what each component costs at full scale; nothing here downloads anything.
+REAL_CONFIGS = {
+    "c4ai-command-r-v01": CohereConfig(
+        hidden_size=8192, num_hidden_layers=40, num_attention_heads=64, num_key_value_heads=64,
+        intermediate_size=22528, logit_scale=0.0625, max_position_embeddings=8192,
+        rope_parameters={"rope_type": "default", "rope_theta": 8e6}, dtype="float16"),
+    "c4ai-command-r-08-2024": CohereConfig(
+        hidden_size=8192, num_hidden_layers=40, num_attention_heads=64, num_key_value_heads=8,
+        intermediate_size=24576, logit_scale=0.0625, max_position_embeddings=131072,
+        rope_parameters={"rope_type": "default", "rope_theta": 4e6}, dtype="bfloat16"),
+    "c4ai-command-r-plus": CohereConfig(
+        hidden_size=12288, num_hidden_layers=64, num_attention_heads=96, num_key_value_heads=8,
+        intermediate_size=33792, logit_scale=0.8333333333333334, use_qk_norm=True,
+        max_position_embeddings=8192, rope_parameters={"rope_type": "default", "rope_theta": 7.5e7},
+        dtype="float16"),
+}
+
+# Tiny members of the family for experiments that run in seconds on a laptop.
+TINY_FAMILIES = {
+    "v01-mha": dict(num_attention_heads=4, num_key_value_heads=4),
+    "08-2024-gqa": dict(num_attention_heads=8, num_key_value_heads=2),
+    "plus-qknorm": dict(num_attention_heads=8, num_key_value_heads=2, use_qk_norm=True),
+}
+
+
+def seed_everything(seed: int = 0) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def tiny_config(family: str = "08-2024-gqa", **overrides) -> CohereConfig:
+    kw = dict(vocab_size=96, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+              max_position_embeddings=64, eos_token_id=3, bos_token_id=1, pad_token_id=0,
+              rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    kw.update(TINY_FAMILIES[family])
+    kw.update(overrides)
+    return CohereConfig(**kw)
+
+
+def reference_pair(config: CohereConfig, seed: int = 0):
+    """transformers' CohereForCausalLM with O(1)-logit random weights, and minicohere loaded from it.
+
+    The reference is saved with its own save_pretrained and read back with minicohere.from_pretrained,
+    so the two hold the very same numbers. Returns (reference, ours), both in eval mode.
+    """
+    from transformers import CohereConfig as HFConfig, CohereForCausalLM as HFModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its timings would differ from run to run in stored outputs
+    hf_logging.set_verbosity_error()
+
+    kw = config.to_dict()
+    kw.pop("dtype", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_cfg = HFConfig(**kw)
+        hf_cfg._attn_implementation = "eager"
+        torch.manual_seed(seed)
+        reference = HFModel(hf_cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+    with tempfile.TemporaryDirectory() as tmp:
+        reference.save_pretrained(tmp)
+        ours = minicohere.from_pretrained(tmp, progress=False)
+        ours = _detach_from_files(ours)
+    return reference, ours
+
+
+def _detach_from_files(model):
+    """Copy memory-mapped weights into ordinary memory so the temporary folder can go away."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
+    return model
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+class ExerciseFailed(AssertionError):
+    pass
+
+
+def check(condition: bool, hint: str) -> None:
+    """Fail an exercise check with a hint, instead of a bare AssertionError."""
+    if not condition:
+        raise ExerciseFailed(f"Not yet. Hint: {hint}")
+
+
+def passed(name: str) -> None:
+    print(f"PASS: {name}")
