@@ -186,12 +186,11 @@ class CohereLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # F.layer_norm is the formula (x - mean) / sqrt(var + eps) in one fused kernel, much cheaper
+        # than five small ops at decode time; notebook 03 writes it out step by step.
         dtype = x.dtype
-        x = x.float()
-        centred = x - x.mean(-1, keepdim=True)
-        variance = centred.pow(2).mean(-1, keepdim=True)
-        x = centred * torch.rsqrt(variance + self.eps)
-        return (self.weight.float() * x).to(dtype)
+        normed = F.layer_norm(x.float(), x.shape[-1:], eps=self.eps)
+        return (self.weight.float() * normed).to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -317,13 +316,18 @@ def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Rotate queries and keys [B, heads, T, head_dim] by their positions' angles, in fp32."""
-    dtype = q.dtype
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
-    q, k = q.float(), k.float()
-    q = q * cos + rotate_pairs(q) * sin
-    k = k * cos + rotate_pairs(k) * sin
-    return q.to(dtype), k.to(dtype)
+    """Rotate queries and keys [B, heads, T, head_dim] by their positions' angles, in fp32.
+
+    The definition is x * cos + rotate_pairs(x) * sin. Computed here the cheap way: an adjacent pair
+    (x0, x1) is the complex number x0 + i x1, and turning it by angle a is multiplying by cos a + i sin a.
+    """
+    turn = torch.complex(cos[..., 0::2].float(), sin[..., 0::2].float()).unsqueeze(1)  # one per pair
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
+
+    return rotate(q), rotate(k)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -602,3 +606,316 @@ class CohereForCausalLM(nn.Module):
     def save_pretrained(self, directory, max_shard_size="5GB"):
         from .checkpoint import save_pretrained
         return save_pretrained(self, directory, max_shard_size=max_shard_size)
+
+    def generate(self, input_ids, attention_mask=None, **options) -> torch.Tensor:
+        """Prompt + new tokens, [B, T + n]. See `generate` in section 9 for the options."""
+        return generate(self, input_ids, attention_mask, **options)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 8. KV caches: keep each layer's keys and values so a new token needs only its own row of work
+# ---------------------------------------------------------------------------------------------------
+
+
+class KVCache:
+    """The simple cache: every layer's keys and values, grown by concatenation at each step.
+
+    Easy to read, but each step copies everything cached so far (torch.cat), so a long generation
+    spends more and more time copying. `StaticKVCache` fixes that.
+    """
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    @property
+    def seq_len(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        if layer_idx == len(self.keys):  # the first step creates the layer's entry
+            self.keys.append(k)
+            self.values.append(v)
+        else:
+            self.keys[layer_idx] = torch.cat([self.keys[layer_idx], k], dim=2)
+            self.values[layer_idx] = torch.cat([self.values[layer_idx], v], dim=2)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+
+class StaticKVCache:
+    """Buffers allocated once for `max_len` tokens; each step writes its keys and values in place.
+
+    Attention reads a view of the filled part, so nothing is copied and memory never grows.
+    Size: 2 (k and v) x layers x batch x kv_heads x max_len x head_dim x bytes per number.
+    """
+
+    def __init__(self, config: CohereConfig, batch_size: int, max_len: int, dtype=torch.float32, device="cpu"):
+        shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.max_len = max_len
+        self.seq_len = 0  # tokens written so far, the same for every layer once a forward pass ends
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        start, end = self.seq_len, self.seq_len + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"StaticKVCache holds {self.max_len} tokens; this step would need {end}")
+        self.keys[layer_idx][:, :, start:end] = k
+        self.values[layer_idx][:, :, start:end] = v
+        if layer_idx == len(self.keys) - 1:  # the last layer has written: the step is complete
+            self.seq_len = end
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+class SlotWriter:
+    """Writes one step into a StaticKVCache at slot `slot` (a tensor) and hands attention all `max_len`
+    slots, unfilled ones masked: the shapes never change, which is what torch.compile needs."""
+
+    def __init__(self, cache: StaticKVCache):
+        self.cache = cache
+        self.slot = torch.zeros(1, dtype=torch.long, device=cache.keys[0].device)
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        self.cache.keys[layer_idx].index_copy_(2, self.slot, k)
+        self.cache.values[layer_idx].index_copy_(2, self.slot, v)
+        return self.cache.keys[layer_idx], self.cache.values[layer_idx]
+
+
+def decode_step(model: "CohereForCausalLM", token: torch.Tensor, position: torch.Tensor, writer: SlotWriter,
+                mask: torch.Tensor) -> torch.Tensor:
+    """Logits [B, V] for one new token per row, at fixed shapes: the piece `generate(compile=True)`
+    hands to torch.compile. `mask` [B, 1, 1, max_len] says which cache slots each row may look at."""
+    inner = model.model
+    x = inner.embed_tokens(token)
+    cos, sin = inner.rotary_emb(x, position)
+    for layer in inner.layers:
+        x, _ = layer(x, cos, sin, mask, False, writer)
+    return model.lm_head(inner.norm(x))[:, -1] * model.logit_scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# 9. Sampling and generation
+# ---------------------------------------------------------------------------------------------------
+# Each warper is a pure function of the logits [B, V] and returns new logits, with the tokens it rules
+# out set to -inf. They run in transformers' order: temperature, top-k, top-p, min-p.
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Below 1 sharpens the distribution, above 1 flattens it."""
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k highest logits (and any tied with the k-th), rule out the rest."""
+    k = min(k, logits.shape[-1])
+    kth_best = torch.topk(logits, k).values[..., -1:]
+    return logits.masked_fill(logits < kth_best, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus sampling: keep the most likely tokens whose probabilities add up to at least p.
+
+    Sort ascending and drop from the unlikely end while the dropped mass stays within 1 - p; the single
+    most likely token is always kept.
+    """
+    ascending, order = torch.sort(logits, descending=False)
+    dropped_mass = ascending.softmax(dim=-1).cumsum(dim=-1)
+    drop_sorted = dropped_mass <= (1 - p)
+    drop_sorted[..., -1:] = False
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Keep tokens at least min_p times as likely as the most likely one (and always the best)."""
+    probs = logits.softmax(dim=-1)
+    drop = probs < min_p * probs.amax(dim=-1, keepdim=True)
+    drop.scatter_(-1, probs.argmax(dim=-1, keepdim=True), False)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def warp_logits(logits, temperature=1.0, top_k=None, top_p=None, min_p=None) -> torch.Tensor:
+    if temperature != 1.0:
+        logits = apply_temperature(logits, temperature)
+    if top_k:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    if min_p is not None:
+        logits = min_p_filter(logits, min_p)
+    return logits
+
+
+def next_token(logits: torch.Tensor, do_sample=False, temperature=1.0, top_k=None, top_p=None, min_p=None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """The next token of each row: the argmax (greedy), or a draw from the warped distribution."""
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    probs = warp_logits(logits.float(), temperature, top_k, top_p, min_p).softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+def check_generate_args(model, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
+                        min_p) -> None:
+    """Every bad argument is named before any work is done."""
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be a non-empty [batch, tokens] tensor; got shape {tuple(input_ids.shape)}")
+    check_token_ids(input_ids, model.config.vocab_size)
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
+    limit = model.config.max_position_embeddings
+    if input_ids.shape[1] + max_new_tokens > limit:
+        raise ValueError(f"prompt of {input_ids.shape[1]} tokens + max_new_tokens={max_new_tokens} exceeds the "
+                         f"model's max_position_embeddings={limit}")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0 when sampling (use do_sample=False for greedy)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k} must be >= 1 (None turns it off)")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1]")
+    if min_p is not None and not 0 <= min_p <= 1:
+        raise ValueError(f"min_p={min_p} must be in [0, 1]")
+
+
+_FROM_CONFIG = object()  # "use the config's eos", distinct from None ("never stop")
+
+
+@torch.inference_mode()
+def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+             max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, min_p: float | None = None, eos_token_id=_FROM_CONFIG,
+             pad_token_id: int | None = None, generator: torch.Generator | None = None, streamer=None,
+             cache: str | None = "static", compile: bool = False, progress: bool = False) -> torch.Tensor:
+    """Continue each prompt by up to max_new_tokens tokens; returns prompt + new tokens, [B, T + n].
+
+    Left-padded batches (attention_mask 0 on the left) give, row for row, what each prompt gives alone.
+    A row that emits an eos token is finished: later positions get pad_token_id. `cache` is "static"
+    (preallocated buffers), "dynamic" (the growing KVCache) or None (recompute everything each step).
+    `compile=True` runs each decode step through torch.compile (static cache only; the first call pays
+    the compilation). `streamer` is any object with put(token_ids) and end(), such as TextStreamer.
+    """
+    check_generate_args(model, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
+                        min_p)
+    if cache not in ("static", "dynamic", None):
+        raise ValueError(f"cache={cache!r}: use 'static', 'dynamic' or None")
+    if compile and cache != "static":
+        raise ValueError(f"compile=True needs cache='static' (got cache={cache!r})")
+    config = model.config
+    eos = config.eos_token_id if eos_token_id is _FROM_CONFIG else eos_token_id
+    eos = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
+    pad = pad_token_id if pad_token_id is not None else (config.pad_token_id or 0)
+    B, T = input_ids.shape
+    device = input_ids.device
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+
+    # Positions count real tokens only, so a left-padded row sees the positions it would see alone.
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    mask = attention_mask.long() if padded else None
+    positions = (mask.cumsum(-1) - 1).clamp(min=0) if padded else torch.arange(T, device=device)[None].expand(B, T)
+    kv = {"static": lambda: StaticKVCache(config, B, T + max_new_tokens, model.dtype, device),
+          "dynamic": KVCache, None: lambda: None}[cache]()
+    if compile:
+        step_fn = torch.compile(decode_step, dynamic=False)
+        writer = SlotWriter(kv)
+        slot_mask = torch.zeros(B, 1, 1, T + max_new_tokens, dtype=torch.bool, device=device)
+        slot_mask[:, 0, 0, :T] = mask.bool() if padded else True
+
+    tokens = input_ids
+    unfinished = torch.ones(B, dtype=torch.bool, device=device)
+    from tqdm import tqdm
+
+    for step in tqdm(range(max_new_tokens), desc="generating", unit="tok", disable=not progress):
+        if step == 0 or kv is None:  # the prompt (or, with no cache, everything so far)
+            logits = model(tokens, attention_mask=mask, position_ids=positions, cache=kv, logits_to_keep=1).logits[:, -1]
+        elif compile:
+            slot = T + step - 1
+            writer.slot.fill_(slot)
+            slot_mask[:, 0, 0, slot] = True
+            logits = step_fn(model, new[:, None], positions[:, -1:], writer, slot_mask)
+        else:  # feed only the newest token; the cache holds the rest
+            logits = model(new[:, None], attention_mask=mask, position_ids=positions[:, -1:], cache=kv,
+                           logits_to_keep=1).logits[:, -1]
+        new = next_token(logits, do_sample, temperature, top_k, top_p, min_p, generator)
+        new = torch.where(unfinished, new, torch.full_like(new, pad))
+        tokens = torch.cat([tokens, new[:, None]], dim=1)
+        if streamer is not None:
+            streamer.put(new.cpu())
+        unfinished &= ~torch.isin(new, eos)
+        if not bool(unfinished.any()):
+            break
+        # Without a cache every position is fed again; with one, only the newest (a fresh tensor
+        # each step, so its layout never changes under torch.compile).
+        next_position = positions[:, -1:] + 1
+        positions = torch.cat([positions, next_position], dim=1) if kv is None else next_position.contiguous()
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+    if streamer is not None:
+        streamer.end()
+    return tokens
+
+
+class TextStreamer:
+    """Turns generated token ids into text as they arrive, and hands each new piece to `on_text`.
+
+    Byte-level tokens can split a character (a Korean syllable, an emoji) across several tokens; until
+    its last byte arrives the decoded text ends in U+FFFD, so that tail is held back. Batch size 1 only.
+    """
+
+    def __init__(self, tokenizer, on_text=None, skip_prompt: bool = True, skip_special_tokens: bool = True):
+        self.tokenizer, self.skip_prompt, self.skip_special_tokens = tokenizer, skip_prompt, skip_special_tokens
+        self.on_text = on_text or (lambda text: print(text, end="", flush=True))
+        self.ids: list[int] = []
+        self.shown = 0  # characters already handed out
+        self.prompt_seen = False
+
+    def put(self, token_ids: torch.Tensor) -> None:
+        if token_ids.dim() > 1 and token_ids.shape[0] > 1:
+            raise ValueError("TextStreamer streams a batch of one")
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            if self.skip_prompt:
+                return
+        self.ids.extend(token_ids.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens)
+        if text.endswith("\ufffd"):
+            return  # wait for the rest of the character
+        self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        if len(text) > self.shown:
+            self.on_text(text[self.shown:])
+            self.shown = len(text)
+
+    def end(self) -> None:
+        self._emit(self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens))
+
+
+def stream(model: CohereForCausalLM, tokenizer, input_ids: torch.Tensor, **options):
+    """Yield text pieces while `generate` runs in a background thread: `for piece in stream(...)`."""
+    import queue
+    import threading
+
+    pieces: queue.Queue = queue.Queue()
+    done = object()
+    streamer = TextStreamer(tokenizer, on_text=pieces.put)
+    failure = []
+
+    def work():
+        try:
+            generate(model, input_ids, streamer=streamer, **options)
+        except BaseException as e:  # handed to the caller below
+            failure.append(e)
+        finally:
+            pieces.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (piece := pieces.get()) is not done:
+        yield piece
+    if failure:
+        raise failure[0]
