@@ -9,6 +9,9 @@ import random
 import tempfile
 import warnings
 
+# tqdm.auto warns that Jupyter widgets are missing; minicohere never shows bars in the notebooks anyway.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 import numpy as np
 import torch
 
