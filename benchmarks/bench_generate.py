@@ -49,6 +49,7 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prefill-tokens", type=int, default=512)
+    ap.add_argument("--compile", action="store_true", help="also time generate(compile=True)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -68,6 +69,10 @@ def main():
             "minicohere": lambda: ours(long_prompt, logits_to_keep=1),
             "transformers": lambda: reference(long_prompt, logits_to_keep=1),
         }
+        if args.compile:  # the compiled decode step; prefill is the same eager forward
+            runs["minicohere, compile=True"] = lambda: ours.generate(prompt, max_new_tokens=n, eos_token_id=None,
+                                                                     compile=True)
+            prefill["minicohere, compile=True"] = prefill["minicohere"]
         decode_s = {k: [] for k in runs}
         prefill_s = {k: [] for k in runs}
         outputs = {}
@@ -79,7 +84,8 @@ def main():
                     seconds, outputs[name] = timed(runs[name])
                     decode_s[name].append(seconds)
                     prefill_s[name].append(timed(prefill[name])[0])
-        assert torch.equal(outputs["minicohere"], outputs["transformers"]), "the two generated different tokens"
+        for name in runs:
+            assert torch.equal(outputs[name], outputs["transformers"]), f"{name} generated other tokens"
 
     tok_s = {k: n / statistics.median(v) for k, v in decode_s.items()}
     pre_s = {k: args.prefill_tokens / statistics.median(v) for k, v in prefill_s.items()}
