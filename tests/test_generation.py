@@ -108,6 +108,43 @@ def test_growing_cache_grows_and_static_cache_refuses_overflow(pairs):
         ours(torch.tensor([[8]]), cache=static)
 
 
+@pytest.mark.parametrize("family", ["v01-mha", "plus-qknorm"])
+def test_fast_decode_step_gives_the_logits_of_the_forward_pass(pairs, family):
+    _, ours = pairs[family]
+    ids, mask = prompts()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    slow, fast = mc.StaticKVCache(ours.config, 2, 9), mc.StaticKVCache(ours.config, 2, 9)
+    for cache in (slow, fast):
+        ours(ids, attention_mask=mask, position_ids=positions, cache=cache)
+    token = torch.tensor([[11], [12]])
+    full_mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], dim=1)
+    expected = ours(token, attention_mask=full_mask, position_ids=positions[:, -1:] + 1, cache=slow).logits[:, -1]
+    turns = mc.rotary_turns(ours, 9)[positions[:, -1] + 1][:, None, None]
+    got = mc.fast_decode_step(ours, token, turns, fast, full_mask.bool()[:, None, None])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert fast.seq_len == slow.seq_len == 8
+    torch.testing.assert_close(fast.keys[1][:, :, :8], slow.keys[1][:, :, :8])
+
+
+def test_dynamic_rope_keeps_the_full_forward_and_matches_no_cache():
+    from conftest import scramble, tiny_kwargs
+
+    config = minicohere.CohereConfig(**tiny_kwargs(
+        "08-2024-gqa", logit_scale=4.0, rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}))
+    model = scramble(minicohere.CohereForCausalLM(config).eval(), embed_std=0.1)
+    ids = torch.tensor([[5, 17, 42, 8]])
+    static = model.generate(ids, max_new_tokens=10, eos_token_id=None)
+    assert torch.equal(static, model.generate(ids, max_new_tokens=10, eos_token_id=None, cache=None))
+
+
+def test_progress_bar_is_drawn_only_when_asked(pairs, capsys):
+    _, ours = pairs["v01-mha"]
+    ours.generate(torch.tensor([[5, 17]]), max_new_tokens=3, eos_token_id=None)
+    assert "generating" not in capsys.readouterr().err
+    ours.generate(torch.tensor([[5, 17]]), max_new_tokens=3, eos_token_id=None, progress=True)
+    assert "generating" in capsys.readouterr().err
+
+
 def test_compiled_decode_step_gives_the_same_tokens(pairs):
     _, ours = pairs["08-2024-gqa"]
     ids, mask = prompts()
@@ -248,6 +285,35 @@ def test_streamer_holds_back_split_characters():
     assert "".join(pieces) == text
     assert not any("\ufffd" in p for p in pieces)
     assert len(pieces) > 5  # it really streamed
+
+
+class PieceDecoder:
+    """Each id stands for a byte string; "한" (ED 95 9C) and "🦊" (F0 9F A6 8A) are split across ids."""
+
+    PIECES = {1: b"a", 2: b"\xed", 3: b"\x95", 4: b"\x9c", 5: b"\xf0\x9f", 6: b"\xa6\x8a", 7: b" b"}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return b"".join(self.PIECES[i] for i in ids).decode("utf-8", errors="replace")
+
+
+def test_streamer_emits_a_split_character_once_its_last_byte_arrives():
+    pieces = []
+    streamer = mc.TextStreamer(PieceDecoder(), on_text=pieces.append, skip_prompt=True)
+    streamer.put(torch.tensor([[7, 7]]))  # the prompt, skipped
+    for i in [1, 2, 3, 4, 5, 6, 7]:
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    assert pieces == ["a", "한", "🦊", " b"]
+
+
+def test_streamer_flushes_an_unfinished_character_at_the_end():
+    pieces = []
+    streamer = mc.TextStreamer(PieceDecoder(), on_text=pieces.append, skip_prompt=False)
+    streamer.put(torch.tensor([[1]]))
+    streamer.put(torch.tensor([2]))  # a lone first byte: held back while generation runs
+    assert pieces == ["a"]
+    streamer.end()
+    assert pieces == ["a", "\ufffd"]
 
 
 def test_stream_yields_the_decoded_generation(pairs):
