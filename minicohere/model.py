@@ -562,6 +562,8 @@ class CohereForCausalLM(nn.Module):
 
     def _init_weights(self, module: nn.Module) -> None:
         """Small normal weights, zero biases, unit norms, a zero padding row (the reference's init)."""
+        if module is self.lm_head and self.config.tie_word_embeddings:
+            return  # its weight is the embedding, initialised (padding row and all) as the embedding
         if isinstance(module, (nn.Linear, nn.Embedding)) and module.weight.device.type != "meta":
             nn.init.normal_(module.weight, std=self.config.initializer_range)
             if isinstance(module, nn.Linear) and module.bias is not None:

@@ -359,6 +359,16 @@ def test_attention_mask_of_wrong_shape_is_rejected(saved_reference):
         ours(torch.tensor([[1, 2, 4, 5]]), attention_mask=torch.ones(1, 3))
 
 
+def test_fresh_model_has_the_reference_init_and_a_zero_padding_row():
+    torch.manual_seed(0)
+    model = CohereForCausalLM(CohereConfig(**tiny_kwargs(vocab_size=4000, hidden_size=128)))
+    embedding = model.model.embed_tokens.weight
+    assert (embedding[0] == 0).all()  # pad_token_id = 0
+    assert embedding[1:].std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.model.layers[0].mlp.up_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert (model.model.norm.weight == 1).all()
+
+
 def test_training_step_reduces_loss():
     torch.manual_seed(0)
     with torch.enable_grad():
