@@ -28,7 +28,7 @@ def execute(path: Path, timeout: int = 600) -> float:
             cell.outputs, cell.execution_count = [], None
     nb.cells = [c for c in cells if not is_skipped(c)]
     started = time.time()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
     ran = iter(nb.cells)
     nb.cells = [c if is_skipped(c) else next(ran) for c in cells]

@@ -6,7 +6,8 @@
 In each code cell, the lines from `### BEGIN SOLUTION` to `### END SOLUTION` (markers included) become one
 line, `raise NotImplementedError()`, indented like the BEGIN marker; the lines around the region (a `def`
 line, a docstring) stay, so the student sees the signature and fills in the body. Outputs and execution
-counts are cleared, and the nbgrader metadata is kept, so the copies also work with nbgrader.
+counts are cleared, and the nbgrader metadata is kept, so the copies also work with nbgrader. The
+notebooks' helper module, `notebooks/course.py`, is copied beside them, so the copies run where they are.
 
 A BEGIN without its END (or an END without a BEGIN) is refused with the notebook and cell named: a
 half-stripped cell would hand the answer out.
@@ -15,6 +16,7 @@ half-stripped cell would hand the answer out.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -71,11 +73,15 @@ def student_copy(nb, name: str = "notebook"):
 
 
 def make_student_copy(path: Path, out_dir: Path) -> Path:
+    """Write the student copy of `path` into `out_dir`, with the notebooks' helper module beside it."""
     nb = nbformat.read(path, as_version=4)
     student = student_copy(nb, name=str(path))
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / path.name
     nbformat.write(student, target)
+    helpers = path.parent / "course.py"  # every chapter does `import course`: the copies need it beside them
+    if helpers.exists() and helpers.resolve() != (out_dir / helpers.name).resolve():
+        shutil.copyfile(helpers, out_dir / helpers.name)
     return target
 
 
