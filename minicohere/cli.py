@@ -1,0 +1,234 @@
+"""The command line: `python -m minicohere generate --prompt ...` and `python -m minicohere chat`.
+
+Both default to the tiny Command-R bundled in assets/tiny-command-r/, so they work offline;
+`--model CohereForAI/c4ai-command-r-v01 --device cuda --dtype bfloat16` runs the real one. Whatever goes
+wrong that the user can fix (a flag, a path, the network) is reported in one line on stderr, with a
+non-zero exit status and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# The bundled model lives next to the package in the repository (the package is installed editable).
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "tiny-command-r"
+
+
+class CliError(Exception):
+    """A problem the user can fix, reported as one line without a traceback."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage block above its error; one line that points at --help is enough."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# -- flag types: bad values are refused before a model is loaded, which for a 35B model takes minutes --
+
+
+def _number(cast, low=None, high=None, low_open=False, what=""):
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if cast is int else 'a number'}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what}")
+        return value
+    return parse
+
+
+positive_float = _number(float, 0, low_open=True, what="must be > 0")
+positive_int = _number(int, 1, what="must be >= 1")
+probability = _number(float, 0, 1, low_open=True, what="must be in (0, 1]")
+fraction = _number(float, 0, 1, what="must be in [0, 1]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    shared = OneLineParser(add_help=False)
+    model = shared.add_argument_group("model")
+    model.add_argument("--model", default=str(BUNDLED_MODEL), metavar="PATH_OR_HUB_ID",
+                       help="checkpoint folder or hub id, e.g. CohereForAI/c4ai-command-r-v01 "
+                            "(default: the bundled tiny-command-r)")
+    model.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    model.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                       help="weights' dtype (default: auto, the checkpoint's own)")
+    model.add_argument("--token", default=os.environ.get("HF_TOKEN"),
+                       help="hub token for gated models (default: $HF_TOKEN)")
+    decoding = shared.add_argument_group("decoding")
+    decoding.add_argument("--max-new-tokens", type=positive_int, default=200, metavar="N",
+                          help="at most N new tokens, fewer if the context ends first (default: 200)")
+    decoding.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    decoding.add_argument("--temperature", type=positive_float, default=0.8, metavar="T", help="(default: 0.8)")
+    decoding.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="keep the K likeliest tokens")
+    decoding.add_argument("--top-p", type=probability, default=0.95, metavar="P",
+                          help="keep the likeliest tokens holding probability P (default: 0.95)")
+    decoding.add_argument("--min-p", type=fraction, default=None, metavar="M",
+                          help="drop tokens less than M times as likely as the best")
+    decoding.add_argument("--seed", type=int, default=None, metavar="S", help="make sampling reproducible")
+
+    parser = OneLineParser(prog="python -m minicohere",
+                           description="Generate text or chat with a Command-R-architecture model "
+                                       "(default: the bundled tiny-command-r, offline).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,chat}")
+    generate = commands.add_parser("generate", parents=[shared], help="continue a prompt, streaming the text",
+                                   description="Continue a prompt and stream the text to stdout.")
+    generate.add_argument("--prompt", required=True, help="the text to continue")
+    chat = commands.add_parser("chat", parents=[shared], help="talk turn by turn through the chat template",
+                               description="Read one user message per line from stdin and answer each; the "
+                                           "conversation so far is kept. End with Ctrl-D (EOF) or Ctrl-C.")
+    chat.add_argument("--system", default=None, help="an optional system message")
+    return parser
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+
+def looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def load(args):
+    """(model, tokenizer) from a folder or the hub, or a CliError that says what is wrong."""
+    import torch
+
+    import minicohere
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {args.device}: no CUDA GPU is available here (try --device cpu)")
+    if not Path(args.model).expanduser().exists():
+        if args.model == str(BUNDLED_MODEL):
+            raise CliError(f"the bundled model is missing from {BUNDLED_MODEL}; pass --model PATH_OR_HUB_ID")
+        if not looks_like_hub_id(args.model):
+            raise CliError(f"--model {args.model}: no such folder (and not a hub id of the form org/name)")
+    try:
+        model = minicohere.from_pretrained(args.model, dtype=args.dtype, device=args.device, token=args.token,
+                                           progress=False)
+        tokenizer = minicohere.Tokenizer.from_pretrained(args.model, token=args.token)
+    except (minicohere.CheckpointError, FileNotFoundError, ValueError, OSError) as e:
+        message = str(e)
+        if not message.startswith(args.model):  # minicohere's messages usually name the model already
+            message = f"{args.model}: {message}"
+        raise CliError(f"--model {message}") from None
+    return model, tokenizer
+
+
+def decoding_options(args, device) -> dict:
+    """Keyword arguments for minicohere's generate."""
+    import torch
+
+    options = dict(do_sample=not args.greedy)
+    if not args.greedy:
+        options.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p)
+        if args.seed is not None:  # multinomial wants its generator on the logits' device
+            options["generator"] = torch.Generator(device=device).manual_seed(args.seed)
+    return options
+
+
+def room_for(model, prompt_len: int, wanted: int) -> int:
+    """How many new tokens fit after the prompt in the model's context."""
+    room = model.config.max_position_embeddings - prompt_len
+    if room < 1:
+        raise CliError(f"the prompt is {prompt_len} tokens; the model's context holds "
+                       f"{model.config.max_position_embeddings}")
+    return min(wanted, room)
+
+
+# -- the two commands -------------------------------------------------------------------------------
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def run_generate(args) -> None:
+    import torch
+
+    from .model import TextStreamer
+
+    model, tokenizer = load(args)
+    ids = torch.tensor([tokenizer.encode(args.prompt)], device=args.device)
+    write(args.prompt)
+    model.generate(ids, max_new_tokens=room_for(model, ids.shape[1], args.max_new_tokens),
+                   streamer=TextStreamer(tokenizer, on_text=write), **decoding_options(args, args.device))
+    write("\n")
+
+
+def read_message(interactive: bool) -> str | None:
+    """The next non-empty line from stdin, or None at end of input."""
+    while True:
+        if interactive:
+            try:
+                line = input("> ")  # input() gives line editing on a terminal
+            except EOFError:
+                write("\n")
+                return None
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                return None
+        if line.strip():
+            return line.strip()
+
+
+def fit_history(tokenizer, history: list[dict], room: int) -> list[int]:
+    """The prompt ids for `history`, dropping the oldest exchanges (never the system message) until it
+    leaves `room` tokens free in the context."""
+    ids = tokenizer.apply_chat_template(history, add_generation_prompt=True)
+    first = 1 if history[0]["role"] == "system" else 0
+    while len(ids) > room and len(history) - first > 1:
+        del history[first:first + 2]  # one user message and its answer
+        ids = tokenizer.apply_chat_template(history, add_generation_prompt=True)
+    return ids
+
+
+def run_chat(args) -> None:
+    import torch
+
+    from .model import TextStreamer
+
+    model, tokenizer = load(args)
+    context = model.config.max_position_embeddings
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    while (message := read_message(interactive)) is not None:
+        history.append({"role": "user", "content": message})
+        ids = fit_history(tokenizer, history, context - min(args.max_new_tokens, context // 2))
+        if len(ids) >= context:  # this message alone fills the context: say so, and carry on
+            print(f"error: that message is {len(ids)} tokens; the model's context holds {context}", file=sys.stderr)
+            history.pop()
+            continue
+        reply: list[str] = []
+
+        def show(text: str) -> None:
+            reply.append(text)
+            write(text)
+
+        model.generate(torch.tensor([ids], device=args.device),
+                       max_new_tokens=room_for(model, len(ids), args.max_new_tokens),
+                       streamer=TextStreamer(tokenizer, on_text=show), **decoding_options(args, args.device))
+        write("\n")
+        history.append({"role": "assistant", "content": "".join(reply).strip()})
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        (run_generate if args.command == "generate" else run_chat)(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly, on a fresh line
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return 0
