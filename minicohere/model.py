@@ -315,19 +315,25 @@ def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-odd, even), dim=-1).flatten(-2)
 
 
+def rotary_turn(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """cos a + i sin a, one complex number per pair (the cos/sin tables repeat each angle twice)."""
+    return torch.complex(cos[..., 0::2].float(), sin[..., 0::2].float())
+
+
+def rotate_by(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+    """Turn each adjacent pair (x0, x1) of x, read as the complex number x0 + i x1, by multiplying."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
+
+
 def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     """Rotate queries and keys [B, heads, T, head_dim] by their positions' angles, in fp32.
 
     The definition is x * cos + rotate_pairs(x) * sin. Computed here the cheap way: an adjacent pair
     (x0, x1) is the complex number x0 + i x1, and turning it by angle a is multiplying by cos a + i sin a.
     """
-    turn = torch.complex(cos[..., 0::2].float(), sin[..., 0::2].float()).unsqueeze(1)  # one per pair
-
-    def rotate(x: torch.Tensor) -> torch.Tensor:
-        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-        return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
-
-    return rotate(q), rotate(k)
+    turn = rotary_turn(cos, sin).unsqueeze(1)  # broadcast over heads
+    return rotate_by(q, turn), rotate_by(k, turn)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -701,7 +707,8 @@ def decode_step(model: "CohereForCausalLM", token: torch.Tensor, position: torch
 # The eager decode step of `generate`. At batch 1 a step of a small model is hundreds of tiny tensor
 # ops whose Python and dispatch cost rivals the matrix products, so this step does the forward pass's
 # arithmetic (the same kernels, so the same tokens: tests hold it to the forward's logits) with the
-# overhead cut: no module calls, no token-id check, no attention mask or rotary angles rebuilt per step.
+# overhead cut: no module calls (the norms run their own `forward`, skipping the hook machinery), no
+# token-id check, no attention mask or rotary angles rebuilt per step.
 
 
 def rotary_turns(model: "CohereForCausalLM", max_len: int) -> torch.Tensor:
@@ -709,16 +716,7 @@ def rotary_turns(model: "CohereForCausalLM", max_len: int) -> torch.Tensor:
     what `apply_rotary` multiplies by, computed once per generate and looked up by position."""
     positions = torch.arange(max_len, device=model.device)[None]
     cos, sin = model.model.rotary_emb(torch.empty(0, dtype=model.dtype), positions)
-    return torch.complex(cos[0, :, 0::2].float(), sin[0, :, 0::2].float())
-
-
-def _norm(norm: CohereLayerNorm, x: torch.Tensor) -> torch.Tensor:
-    return (norm.weight.float() * F.layer_norm(x.float(), x.shape[-1:], eps=norm.eps)).to(x.dtype)
-
-
-def _rotate(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
+    return rotary_turn(cos[0], sin[0])
 
 
 def fast_decode_step(model: "CohereForCausalLM", token: torch.Tensor, turn: torch.Tensor, cache: StaticKVCache,
@@ -735,20 +733,20 @@ def fast_decode_step(model: "CohereForCausalLM", token: torch.Tensor, turn: torc
     for i, layer in enumerate(inner.layers):
         attn, mlp = layer.self_attn, layer.mlp
         n_heads, n_kv, dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        h = _norm(layer.input_layernorm, x)
+        h = layer.input_layernorm.forward(x)
         q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(B, n_heads, 1, dim)
         k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(B, n_kv, 1, dim)
         v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(B, n_kv, 1, dim)
         if attn.use_qk_norm:  # per-head weights [heads, head_dim]
-            q = _norm(attn.q_norm, q.view(B, n_heads, dim)).view(B, n_heads, 1, dim)
-            k = _norm(attn.k_norm, k.view(B, n_kv, dim)).view(B, n_kv, 1, dim)
-        k, v = cache.update(i, _rotate(k, turn), v)
-        out = F.scaled_dot_product_attention(_rotate(q, turn), k, v, attn_mask=mask, scale=attn.scale,
+            q = attn.q_norm.forward(q.view(B, n_heads, dim)).view(B, n_heads, 1, dim)
+            k = attn.k_norm.forward(k.view(B, n_kv, dim)).view(B, n_kv, 1, dim)
+        k, v = cache.update(i, rotate_by(k, turn), v)
+        out = F.scaled_dot_product_attention(rotate_by(q, turn), k, v, attn_mask=mask, scale=attn.scale,
                                              enable_gqa=n_heads != n_kv)
         out = F.linear(out.view(B, -1), attn.o_proj.weight, attn.o_proj.bias)
         gated = F.silu(F.linear(h, mlp.gate_proj.weight)) * F.linear(h, mlp.up_proj.weight)
         x = x + out + F.linear(gated, mlp.down_proj.weight)
-    return F.linear(_norm(inner.norm, x), model.lm_head.weight) * model.logit_scale
+    return F.linear(inner.norm.forward(x), model.lm_head.weight) * model.logit_scale
 
 
 # ---------------------------------------------------------------------------------------------------
