@@ -1,0 +1,270 @@
+"""How much of each exercise's answer a student can already read: in the student copy, or in minicohere.
+
+    python scripts/exercise_leaks.py notebooks/02_embeddings.ipynb [more.ipynb ...] [--bound 0.2] [-v]
+
+For every solution region (the lines between `### BEGIN SOLUTION` and `### END SOLUTION` in a cell whose
+nbgrader metadata says `"solution": true`), the answer's *non-trivial* lines are compared with every line
+a student can see:
+
+- the student copy of the notebook (solutions replaced by stubs, exactly as scripts/make_student_copies.py
+  writes it): its code cells, and the code in its markdown (fenced blocks and `inline spans`);
+- the helper module beside the notebook (`course.py`), and every `.py` file of the package `minicohere/`
+  of the repository the *notebook* lives in (found by walking up from the notebook, not from this script,
+  so one checkout can check another's notebooks).
+
+A line counts as leaked when it appears there *verbatim* (after folding whitespace and dropping comments)
+or *renamed*: when it is long enough (at least RENAMED_MIN_TOKENS tokens) and equal after every local name
+is replaced by a placeholder (attributes after a dot, keywords, builtins and module names like `torch` are
+kept: a renamed copy keeps `torch.cat(..., dim=-1)`, it changes `x` to `h`). Trivial lines are not counted
+at all: blank lines, comments, docstring-only lines, imports, and lines of at most TRIVIAL_MAX_TOKENS
+tokens (`return out`, `else:`, `x = y`), which any answer shares with any code.
+
+The table gives, per exercise, the non-trivial lines, how many are seen verbatim, how many renamed, and the
+leaked share. The exit status is 1 when a share exceeds the bound (default 0.2: one line in five of an
+answer may coincide with something shown, e.g. a loop header or a call of the chapter's own function, but
+a short answer (up to four lines) may share none, and any more means the student copies, not derives), 2
+for a notebook or package that cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import io
+import keyword
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_student_copies import BEGIN, END, SolutionMarkerError, student_copy  # noqa: E402
+
+DEFAULT_BOUND = 0.2
+TRIVIAL_MAX_TOKENS = 3     # `return out` (2), `else :` (2), `x = y` (3): shared by any two programs
+RENAMED_MIN_TOKENS = 6     # below this, `ID = ID ( ID )` matches half of any code base
+
+# One token: a string literal (kept whole, so a `#` inside it is not a comment), a number, a name, or
+# an operator / punctuation character (multi-character operators listed first).
+TOKEN = re.compile(r"""
+    (?P<str>[rbuf]{0,2}(?:'''|\"\"\"|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"))
+  | (?P<num>\d[\d_]*(?:\.\d*)?(?:[eE][+-]?\d+)?j?|\.\d+(?:[eE][+-]?\d+)?)
+  | (?P<name>[A-Za-z_]\w*)
+  | (?P<comment>\#.*)
+  | (?P<op>\*\*=?|//=?|>>=?|<<=?|->|:=|[-+*/%@&|^<>=!]=|[^\s])
+""", re.VERBOSE | re.IGNORECASE)
+
+KEPT_NAMES = (set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
+              | {"torch", "nn", "F", "np", "math", "functools", "itertools", "json", "re", "self", "cls"})
+
+
+def tokens(line: str) -> list[tuple[str, str]]:
+    """(kind, text) tokens of one line of Python, comments dropped."""
+    out = []
+    for m in TOKEN.finditer(line):
+        kind = m.lastgroup
+        if kind == "comment":
+            break
+        out.append((kind, m.group()))
+    return out
+
+
+def is_trivial(toks: list[tuple[str, str]]) -> bool:
+    if len(toks) <= TRIVIAL_MAX_TOKENS:
+        return True
+    first = toks[0][1]
+    if first in ("import", "from") and any(t == "import" for _, t in toks):
+        return True
+    if all(kind == "str" or text in "()," for kind, text in toks):  # a docstring or a string-only line
+        return True
+    return False
+
+
+def verbatim_key(toks) -> str:
+    return " ".join(text for _, text in toks)
+
+
+def renamed_key(toks) -> str | None:
+    """The line with local names replaced by `ID`; None when too short to be told apart from other code."""
+    if len(toks) < RENAMED_MIN_TOKENS:
+        return None
+    out, previous = [], ""
+    for kind, text in toks:
+        if kind == "name" and previous != "." and text not in KEPT_NAMES:
+            text = "ID"
+        out.append(text)
+        previous = text
+    return " ".join(out)
+
+
+@dataclass
+class Visible:
+    """Every line a student can read, by normalised form, with where it was first seen."""
+    verbatim: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
+
+    def add(self, line: str, where: str) -> None:
+        toks = tokens(line)
+        if is_trivial(toks):
+            return
+        self.verbatim.setdefault(verbatim_key(toks), where)
+        key = renamed_key(toks)
+        if key is not None:
+            self.renamed.setdefault(key, where)
+
+    def add_text(self, text: str, where: str) -> None:
+        for number, line in enumerate(text.split("\n"), start=1):
+            self.add(line, f"{where}:{number}")
+
+
+def markdown_code(text: str) -> list[str]:
+    """The code a markdown cell shows: lines of fenced blocks, and each `inline span`."""
+    lines, fenced = [], False
+    for line in text.split("\n"):
+        if line.strip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or line.startswith("    "):
+            lines.append(line)
+        else:
+            lines.extend(re.findall(r"`+([^`]+)`+", line))
+    return lines
+
+
+def find_package(notebook: Path) -> Path:
+    """`minicohere/` of the repository holding `notebook` (walking up from the notebook itself)."""
+    for folder in notebook.resolve().parents:
+        candidate = folder / "minicohere"
+        if (candidate / "__init__.py").is_file():
+            return candidate
+    raise FileNotFoundError(f"{notebook}: no minicohere/ package found in any folder above the notebook")
+
+
+def solution_regions(nb, name: str):
+    """(exercise id, cell index, [lines]) for each solution region of an nbgrader solution cell."""
+    for index, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("solution", False):
+            continue
+        grade_id = meta.get("grade_id", f"cell-{index}")
+        regions, current = [], None
+        for number, line in enumerate(cell.source.split("\n"), start=1):
+            marker = line.strip()
+            if marker.startswith(BEGIN):
+                current = []
+            elif marker.startswith(END):
+                if current is None:
+                    raise SolutionMarkerError(f"{name}, cell {index}: line {number}: {END} without {BEGIN}")
+                regions.append(current)
+                current = None
+            elif current is not None:
+                current.append(line)
+        if current is not None:
+            raise SolutionMarkerError(f"{name}, cell {index}: {BEGIN} without {END}")
+        for k, lines in enumerate(regions):
+            yield (grade_id if len(regions) == 1 else f"{grade_id}#{k + 1}"), index, lines
+
+
+def visible_lines(nb, notebook: Path, package: Path) -> Visible:
+    seen = Visible()
+    copy = student_copy(nb, notebook.name)
+    for index, cell in enumerate(copy.cells):
+        where = f"{notebook.name} cell {index}"
+        if cell.cell_type == "code":
+            seen.add_text(cell.source, where)
+        elif cell.cell_type == "markdown":
+            for line in markdown_code(cell.source):
+                seen.add(line, where)
+    helpers = notebook.parent / "course.py"
+    sources = ([helpers] if helpers.is_file() else []) + sorted(package.rglob("*.py"))
+    for path in sources:
+        where = path.name if path == helpers else str(path.relative_to(package.parent))
+        seen.add_text(path.read_text(encoding="utf-8"), where)
+    return seen
+
+
+@dataclass
+class Leak:
+    exercise: str
+    cell: int
+    lines: int
+    verbatim: int
+    renamed: int
+    found: list[tuple[str, str, str]]   # (answer line, how, where)
+
+    @property
+    def share(self) -> float:
+        return (self.verbatim + self.renamed) / self.lines if self.lines else 0.0
+
+
+def measure(notebook: Path, package: Path | None = None) -> list[Leak]:
+    nb = nbformat.read(notebook, as_version=4)
+    package = package or find_package(notebook)
+    seen = visible_lines(nb, notebook, package)
+    results = []
+    for exercise, index, lines in solution_regions(nb, str(notebook)):
+        counted = verbatim = renamed = 0
+        found = []
+        for line in lines:
+            toks = tokens(line)
+            if is_trivial(toks):
+                continue
+            counted += 1
+            if verbatim_key(toks) in seen.verbatim:
+                verbatim += 1
+                found.append((line.strip(), "verbatim", seen.verbatim[verbatim_key(toks)]))
+            elif (key := renamed_key(toks)) is not None and key in seen.renamed:
+                renamed += 1
+                found.append((line.strip(), "renamed", seen.renamed[key]))
+        results.append(Leak(exercise, index, counted, verbatim, renamed, found))
+    return results
+
+
+def report(notebook: Path, leaks: list[Leak], bound: float, verbose: bool, out=None) -> bool:
+    """Print the table for one notebook; True when every exercise is within the bound."""
+    out = out or sys.stdout
+    print(f"{notebook}", file=out)
+    if not leaks:
+        print("  (no solution regions)", file=out)
+        return True
+    print(f"  {'exercise':<16} {'cell':>4} {'lines':>5} {'verbatim':>8} {'renamed':>7} {'share':>6}", file=out)
+    ok = True
+    for leak in leaks:
+        over = leak.share > bound
+        ok &= not over
+        flag = "  OVER" if over else ""
+        print(f"  {leak.exercise:<16} {leak.cell:>4} {leak.lines:>5} {leak.verbatim:>8} {leak.renamed:>7} "
+              f"{leak.share:>6.2f}{flag}", file=out)
+        if over or verbose:
+            for line, how, where in leak.found:
+                print(f"      {how:<8} {line[:70]!r}  <- {where}", file=out)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--bound", type=float, default=DEFAULT_BOUND,
+                        help=f"largest share of an answer's lines that may be visible (default {DEFAULT_BOUND})")
+    parser.add_argument("--package", type=Path, default=None,
+                        help="the minicohere/ folder to compare with (default: the one above each notebook)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every leaked line, not only the failing ones")
+    args = parser.parse_args(argv)
+    ok = True
+    for path in args.notebooks:
+        try:
+            leaks = measure(path, args.package)
+        except (OSError, SolutionMarkerError, nbformat.reader.NotJSONError) as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            return 2
+        ok &= report(path, leaks, args.bound, args.verbose)
+    if not ok:
+        print(f"FAIL: some answers are more than {args.bound:.0%} visible in the student copy or the package",
+              file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
