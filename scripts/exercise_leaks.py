@@ -19,6 +19,10 @@ kept: a renamed copy keeps `torch.cat(..., dim=-1)`, it changes `x` to `h`). Tri
 at all: blank lines, comments, docstring-only lines, imports, and lines of at most TRIVIAL_MAX_TOKENS
 tokens (`return out`, `else:`, `x = y`), which any answer shares with any code.
 
+Given several notebooks, each answer is also compared with the *other* notebooks' answers (no two
+exercises the same across chapters): the column `other` counts its lines found, verbatim or renamed, in
+another chapter's solution, and that share has the same bound.
+
 The table gives, per exercise, the non-trivial lines, how many are seen verbatim, how many renamed, and the
 leaked share. The exit status is 1 when a share exceeds the bound (default 0.2: one line in five of an
 answer may coincide with something shown, e.g. a loop header or a call of the chapter's own function, but
@@ -193,10 +197,42 @@ class Leak:
     verbatim: int
     renamed: int
     found: list[tuple[str, str, str]]   # (answer line, how, where)
+    other: int = 0                      # lines equal to another chapter's answer (see cross_chapter)
+    other_found: list[tuple[str, str, str]] = field(default_factory=list)
+    keys: list[tuple[str, str | None, str]] = field(default_factory=list)  # (verbatim, renamed, line)
 
     @property
     def share(self) -> float:
         return (self.verbatim + self.renamed) / self.lines if self.lines else 0.0
+
+    @property
+    def other_share(self) -> float:
+        return self.other / self.lines if self.lines else 0.0
+
+
+def cross_chapter(results: dict[Path, list[Leak]]) -> None:
+    """Fill in `other`: each answer's lines that also stand in another notebook's answer."""
+    answers: dict[Path, Visible] = {}
+    for path, leaks in results.items():
+        seen = Visible()
+        for leak in leaks:
+            for verbatim, renamed, _ in leak.keys:
+                seen.verbatim.setdefault(verbatim, f"{path.name} {leak.exercise}")
+                if renamed is not None:
+                    seen.renamed.setdefault(renamed, f"{path.name} {leak.exercise}")
+        answers[path] = seen
+    for path, leaks in results.items():
+        for leak in leaks:
+            leak.other, leak.other_found = 0, []
+            for verbatim, renamed, line in leak.keys:
+                for other_path, seen in answers.items():
+                    if other_path == path:
+                        continue
+                    where = seen.verbatim.get(verbatim) or (seen.renamed.get(renamed) if renamed else None)
+                    if where:
+                        leak.other += 1
+                        leak.other_found.append((line, "other", where))
+                        break
 
 
 def measure(notebook: Path, package: Path | None = None) -> list[Leak]:
@@ -206,19 +242,20 @@ def measure(notebook: Path, package: Path | None = None) -> list[Leak]:
     results = []
     for exercise, index, lines in solution_regions(nb, str(notebook)):
         counted = verbatim = renamed = 0
-        found = []
+        found, keys = [], []
         for line in lines:
             toks = tokens(line)
             if is_trivial(toks):
                 continue
             counted += 1
+            keys.append((verbatim_key(toks), renamed_key(toks), line.strip()))
             if verbatim_key(toks) in seen.verbatim:
                 verbatim += 1
                 found.append((line.strip(), "verbatim", seen.verbatim[verbatim_key(toks)]))
             elif (key := renamed_key(toks)) is not None and key in seen.renamed:
                 renamed += 1
                 found.append((line.strip(), "renamed", seen.renamed[key]))
-        results.append(Leak(exercise, index, counted, verbatim, renamed, found))
+        results.append(Leak(exercise, index, counted, verbatim, renamed, found, keys=keys))
     return results
 
 
@@ -229,16 +266,17 @@ def report(notebook: Path, leaks: list[Leak], bound: float, verbose: bool, out=N
     if not leaks:
         print("  (no solution regions)", file=out)
         return True
-    print(f"  {'exercise':<16} {'cell':>4} {'lines':>5} {'verbatim':>8} {'renamed':>7} {'share':>6}", file=out)
+    print(f"  {'exercise':<16} {'cell':>4} {'lines':>5} {'verbatim':>8} {'renamed':>7} {'share':>6} {'other':>5}",
+          file=out)
     ok = True
     for leak in leaks:
-        over = leak.share > bound
+        over = leak.share > bound or leak.other_share > bound
         ok &= not over
         flag = "  OVER" if over else ""
         print(f"  {leak.exercise:<16} {leak.cell:>4} {leak.lines:>5} {leak.verbatim:>8} {leak.renamed:>7} "
-              f"{leak.share:>6.2f}{flag}", file=out)
+              f"{leak.share:>6.2f} {leak.other:>5}{flag}", file=out)
         if over or verbose:
-            for line, how, where in leak.found:
+            for line, how, where in leak.found + leak.other_found:
                 print(f"      {how:<8} {line[:70]!r}  <- {where}", file=out)
     return ok
 
@@ -252,17 +290,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="the minicohere/ folder to compare with (default: the one above each notebook)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every leaked line, not only the failing ones")
     args = parser.parse_args(argv)
-    ok = True
+    results = {}
     for path in args.notebooks:
         try:
-            leaks = measure(path, args.package)
+            results[path] = measure(path, args.package)
         except (OSError, SolutionMarkerError, nbformat.reader.NotJSONError) as e:
             print(f"error: {path}: {e}", file=sys.stderr)
             return 2
+    cross_chapter(results)
+    ok = True
+    for path, leaks in results.items():
         ok &= report(path, leaks, args.bound, args.verbose)
     if not ok:
-        print(f"FAIL: some answers are more than {args.bound:.0%} visible in the student copy or the package",
-              file=sys.stderr)
+        print(f"FAIL: some answers are more than {args.bound:.0%} visible in the student copy or the package, "
+              "or the same as another chapter's", file=sys.stderr)
     return 0 if ok else 1
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from exercise_leaks import DEFAULT_BOUND, find_package, main, measure  # noqa: E402
+from exercise_leaks import DEFAULT_BOUND, cross_chapter, find_package, main, measure  # noqa: E402
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -26,16 +26,16 @@ ANSWER = ("def spread(values):\n"
           "    ### END SOLUTION\n")
 
 
-def make_repo(tmp_path, lesson: str, package: str = "VALUE = 1\n"):
+def make_repo(tmp_path, lesson: str, package: str = "VALUE = 1\n", name: str = "99_x.ipynb", answer: str = ANSWER):
     """A repository in miniature: notebooks/99_x.ipynb (a lesson cell + one exercise) and minicohere/."""
-    (tmp_path / "minicohere").mkdir()
+    (tmp_path / "minicohere").mkdir(exist_ok=True)
     (tmp_path / "minicohere" / "__init__.py").write_text(package)
-    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks").mkdir(exist_ok=True)
     nb = nbformat.v4.new_notebook()
-    solution = nbformat.v4.new_code_cell(ANSWER, metadata={"nbgrader": {"grade": False, "grade_id": "ex-99-1",
+    solution = nbformat.v4.new_code_cell(answer, metadata={"nbgrader": {"grade": False, "grade_id": "ex-99-1",
                                                                          "solution": True}})
     nb.cells = [nbformat.v4.new_code_cell(lesson), solution]
-    path = tmp_path / "notebooks" / "99_x.ipynb"
+    path = tmp_path / "notebooks" / name
     nbformat.write(nb, path)
     return path
 
@@ -90,6 +90,28 @@ def test_a_notebook_outside_any_repository_is_refused(tmp_path, capsys):
     nbformat.write(nb, tmp_path / "lonely.ipynb")
     assert main([str(tmp_path / "lonely.ipynb")]) == 2
     assert "no minicohere/ package" in capsys.readouterr().err
+
+
+def test_the_same_answer_in_two_chapters_is_caught(tmp_path, capsys):
+    first = make_repo(tmp_path, "pass")
+    renamed = ANSWER.replace("values", "scores").replace("top", "hi")
+    second = make_repo(tmp_path, "pass", name="98_y.ipynb", answer=renamed)
+    results = {first: measure(first), second: measure(second)}
+    cross_chapter(results)
+    # amax and amin lines match renamed; `out = hi - bottom` is too short to tell apart from other code
+    assert [leak.other for leak in results[first]] == [2] and results[first][0].other_found[0][2] == "98_y.ipynb ex-99-1"
+    assert main([str(first)]) == 0                  # alone, the chapter is clean
+    assert main([str(first), str(second)]) == 1     # together, one repeats the other
+    assert "OVER" in capsys.readouterr().out
+
+
+def test_every_chapter_asks_its_own_exercises():
+    results = {path: measure(path) for path in NOTEBOOKS}
+    cross_chapter(results)
+    same = [f"{path.name} {leak.exercise}: {leak.other} of {leak.lines} lines, e.g. {leak.other_found[0][0]!r} <- "
+            f"{leak.other_found[0][2]}" for path, leaks in results.items() for leak in leaks
+            if leak.other_share > DEFAULT_BOUND]
+    assert not same, "exercises repeated across chapters:\n" + "\n".join(same)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
