@@ -5,9 +5,11 @@ Kept apart from `minicohere` because they are about teaching, not about the mode
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import warnings
+from pathlib import Path
 
 # tqdm.auto warns that Jupyter widgets are missing; minicohere never shows bars in the notebooks anyway.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -18,8 +20,11 @@ import torch
 import minicohere
 from minicohere import CohereConfig
 
-# The published configs of the real checkpoints (numbers from their config.json files). Used to compute
-# what each component costs at full scale; nothing here downloads anything.
+# The published configs of the real checkpoints, as listed in ../shared/command-r/CONFIGS.md (the values of
+# their config.json files: hidden, layers, heads / kv heads, intermediate, rope_theta, logit_scale,
+# use_qk_norm, max_position_embeddings, dtype; vocab 256000 and layer_norm_eps 1e-5 are CohereConfig's
+# defaults and the same in all three). Used to compute what each component costs at full scale; nothing
+# here downloads anything.
 REAL_CONFIGS = {
     "c4ai-command-r-v01": CohereConfig(
         hidden_size=8192, num_hidden_layers=40, num_attention_heads=64, num_key_value_heads=64,
@@ -42,6 +47,37 @@ TINY_FAMILIES = {
     "08-2024-gqa": dict(num_attention_heads=8, num_key_value_heads=2),
     "plus-qknorm": dict(num_attention_heads=8, num_key_value_heads=2, use_qk_norm=True),
 }
+
+
+def asset(name: str) -> Path:
+    """Path of a file minicohere ships: "tiny-command-r", "tokenizer/tokenizer.json", "corpus/val.txt", ...
+
+    Found through `minicohere.bundled_path` (the MINICOHERE_ASSETS environment variable, the installed
+    package, or the clone's assets/ folder), never relative to the notebook: nbgrader and JupyterHub run a
+    notebook in a folder of their own, where `../assets` does not exist.
+    """
+    try:
+        return minicohere.bundled_path(name)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e} (this notebook runs in {os.getcwd()}; a path relative to it would not "
+                                "help)") from None
+
+
+def bundled_model_path() -> Path:
+    """The folder of the tiny Command-R the project trained (config.json, model.safetensors, tokenizer)."""
+    return asset("tiny-command-r")
+
+
+def tokenizer_path() -> Path:
+    """The project's own 4,096-token tokenizer.json."""
+    return asset("tokenizer/tokenizer.json")
+
+
+def corpus_text(split: str = "val") -> str:
+    """The course corpus, "train" or "val" split, as one string."""
+    if split not in ("train", "val"):
+        raise ValueError(f"corpus split must be 'train' or 'val', got {split!r}")
+    return asset(f"corpus/{split}.txt").read_text(encoding="utf-8")
 
 
 def seed_everything(seed: int = 0) -> None:
