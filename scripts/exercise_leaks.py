@@ -16,8 +16,9 @@ A line counts as leaked when it appears there *verbatim* (after folding whitespa
 or *renamed*: when it is long enough (at least RENAMED_MIN_TOKENS tokens) and equal after every local name
 is replaced by a placeholder (attributes after a dot, keywords, builtins and module names like `torch` are
 kept: a renamed copy keeps `torch.cat(..., dim=-1)`, it changes `x` to `h`). Trivial lines are not counted
-at all: blank lines, comments, docstring-only lines, imports, and lines of at most TRIVIAL_MAX_TOKENS
-tokens (`return out`, `else:`, `x = y`), which any answer shares with any code.
+at all: blank lines, comments, docstring-only lines, imports, `def` / `class` headers and
+`super().__init__()` (the frame around an answer, which a student copy shows anyway), and lines of at most
+TRIVIAL_MAX_TOKENS tokens (`return out`, `else:`, `x = y`), which any answer shares with any code.
 
 Given several notebooks, each answer is also compared with the *other* notebooks' answers (no two
 exercises the same across chapters): the column `other` counts its lines found, verbatim or renamed, in
@@ -81,6 +82,8 @@ def is_trivial(toks: list[tuple[str, str]]) -> bool:
     first = toks[0][1]
     if first in ("import", "from") and any(t == "import" for _, t in toks):
         return True
+    if first in ("def", "class", "async") or (first == "super" and "__init__" in (t for _, t in toks[:6])):
+        return True     # a header or `super().__init__(...)`: the frame of an answer, not the answer
     if all(kind == "str" or text in "()," for kind, text in toks):  # a docstring or a string-only line
         return True
     return False
