@@ -13,9 +13,10 @@ a student can see:
   so one checkout can check another's notebooks).
 
 A line counts as leaked when it appears there *verbatim* (after folding whitespace and dropping comments)
-or *renamed*: when it is long enough (at least RENAMED_MIN_TOKENS tokens) and equal after every local name
-is replaced by a placeholder (attributes after a dot, keywords, builtins and module names like `torch` are
-kept: a renamed copy keeps `torch.cat(..., dim=-1)`, it changes `x` to `h`). Trivial lines are not counted
+or *renamed*: equal after every local name is replaced by a placeholder (attributes after a dot, keyword
+arguments, keywords, builtins and module names like `torch` are kept: a renamed copy keeps
+`torch.cat(..., dim=-1)`, it changes `x` to `h`), for lines specific enough to tell apart from any other
+code (see `renamed_key`). Trivial lines are not counted
 at all: blank lines, comments, docstring-only lines, imports, `def` / `class` headers and
 `super().__init__()` (the frame around an answer, which a student copy shows anyway), and lines of at most
 TRIVIAL_MAX_TOKENS tokens (`return out`, `else:`, `x = y`), which any answer shares with any code.
@@ -61,8 +62,8 @@ TOKEN = re.compile(r"""
   | (?P<op>\*\*=?|//=?|>>=?|<<=?|->|:=|[-+*/%@&|^<>=!]=|[^\s])
 """, re.VERBOSE | re.IGNORECASE)
 
-KEPT_NAMES = (set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
-              | {"torch", "nn", "F", "np", "math", "functools", "itertools", "json", "re", "self", "cls"})
+MODULE_NAMES = {"torch", "nn", "F", "np", "math", "functools", "itertools", "json", "re", "regex", "struct"}
+KEPT_NAMES = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) | MODULE_NAMES | {"self", "cls"}
 
 
 def tokens(line: str) -> list[tuple[str, str]]:
@@ -93,17 +94,40 @@ def verbatim_key(toks) -> str:
     return " ".join(text for _, text in toks)
 
 
+# Attributes every program uses: a renamed line made only of these says nothing about the answer.
+GENERIC_ATTRIBUTES = {"append", "extend", "items", "keys", "values", "get", "pop", "add", "update", "join",
+                      "split", "strip", "format", "shape", "copy", "insert", "remove", "startswith", "endswith"}
+
+
 def renamed_key(toks) -> str | None:
-    """The line with local names replaced by `ID`; None when too short to be told apart from other code."""
+    """The line with local names replaced by `ID`; None when it cannot be told apart from other code.
+
+    Kept: keywords, builtins, common module names, attribute names (after a dot) and keyword-argument
+    names (`dim=`), which a renamed copy keeps. A line qualifies when it has at least RENAMED_MIN_TOKENS
+    tokens and at least one *informative* token: an attribute or keyword argument not in
+    GENERIC_ATTRIBUTES, a module name, a string, or a number other than 0 and 1. So
+    `centred = xf - xf.mean(-1, keepdim=True)` qualifies; `out, i = [], 0`, `while k < len(nodes):`
+    and `for key, value in table.items():` do not: any two programs share them.
+    """
     if len(toks) < RENAMED_MIN_TOKENS:
         return None
-    out, previous = [], ""
-    for kind, text in toks:
-        if kind == "name" and previous != "." and text not in KEPT_NAMES:
-            text = "ID"
+    out, informative = [], 0
+    for k, (kind, text) in enumerate(toks):
+        previous = toks[k - 1][1] if k else ""
+        following = toks[k + 1][1] if k + 1 < len(toks) else ""
+        if kind == "name":
+            attribute = previous == "."
+            keyword_argument = following == "=" and previous in ("(", ",")
+            if attribute or keyword_argument:
+                informative += text not in GENERIC_ATTRIBUTES
+            elif text in MODULE_NAMES:
+                informative += 1
+            elif text not in KEPT_NAMES:
+                text = "ID"
+        elif kind == "str" or (kind == "num" and text not in ("0", "1")):
+            informative += 1
         out.append(text)
-        previous = text
-    return " ".join(out)
+    return " ".join(out) if informative else None
 
 
 @dataclass
