@@ -11,7 +11,8 @@ from nbclient import NotebookClient
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from make_student_copies import SolutionMarkerError, has_solutions, main, strip_solutions, student_copy  # noqa: E402
+from make_student_copies import (SolutionMarkerError, has_solutions, main, make_student_copy,  # noqa: E402
+                                 strip_solutions, student_copy)
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -99,20 +100,22 @@ def errors(cell) -> list[str]:
 def test_every_chapter_has_exercises_that_pass_in_the_teacher_copy(path):
     teacher = nbformat.read(path, as_version=4)
     checks = [c for c in teacher.cells if is_check(c)]
-    assert has_solutions(teacher) and 2 <= len(checks) <= 4
+    assert has_solutions(teacher) and 3 <= len(checks) <= 4, f"{path.name}: issue 9 asks for 3-4 exercises"
     for cell in checks:
         printed = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
         assert "PASS: Exercise" in printed, f"{path.name}: a check cell did not pass in the stored run"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_student_copy_runs_to_its_exercises_and_every_check_fails(path):
-    copy = student_copy(nbformat.read(path, as_version=4), path.name)
+def test_student_copy_runs_to_its_exercises_and_every_check_fails(path, tmp_path):
+    # The copy runs where make_student_copies writes it, outside the repository's notebooks/ folder, as
+    # nbgrader and classroom servers run it: a lesson that reads `../assets` fails here.
+    copy = nbformat.read(make_student_copy(path, tmp_path / "student"), as_version=4)
     assert "### BEGIN SOLUTION" not in "".join(c.source for c in copy.cells)
     # Cells that need a GPU or the hub are not part of the classroom run.
     copy.cells = [c for c in copy.cells if not (c.cell_type == "code" and c.source.lstrip().startswith("# NBVAL_SKIP"))]
     NotebookClient(copy, timeout=300, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+                   resources={"metadata": {"path": str(tmp_path / "student")}}).execute()
     code = [c for c in copy.cells if c.cell_type == "code"]
     first_exercise = next(i for i, c in enumerate(code) if is_solution(c))
     for cell in code[:first_exercise]:
