@@ -128,3 +128,18 @@ def test_student_copy_runs_to_its_exercises_and_every_check_fails(path, tmp_path
         assert errors(cell), f"{path.name}: this check passes without a solution:\n{cell.source[:300]}"
         assert set(errors(cell)) <= {"NotImplementedError", "ExerciseFailed"}, (
             f"{path.name}: this check fails for the wrong reason ({errors(cell)}):\n{cell.source[:300]}")
+
+
+def test_course_helpers_find_assets_from_any_folder_and_name_where_they_looked(tmp_path, monkeypatch):
+    # nbgrader runs a copy in a folder of its own: the helpers must not depend on the working directory.
+    sys.path.insert(0, str(REPO / "notebooks"))
+    import course
+
+    monkeypatch.chdir(tmp_path)
+    assert (course.bundled_model_path() / "config.json").is_file()
+    assert course.tokenizer_path().name == "tokenizer.json" and course.corpus_text("val")
+    monkeypatch.setenv("MINICOHERE_ASSETS", str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match=r"elsewhere.*no-such-file.*runs in"):
+        course.asset("no-such-file")
+    with pytest.raises(ValueError, match="'test'"):
+        course.corpus_text("test")
