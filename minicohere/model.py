@@ -37,11 +37,13 @@ from torch import nn
 # ---------------------------------------------------------------------------------------------------
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+MODEL_TYPES = ("cohere", "cohere2")
+LAYER_TYPES = ("sliding_attention", "full_attention")
 
 # Keys that Hugging Face writes into config.json for its own bookkeeping; they say nothing about the
 # network, so reading a checkpoint ignores them.
 _HF_BOOKKEEPING_KEYS = {
-    "architectures", "transformers_version", "_name_or_path", "model_type", "auto_map",
+    "architectures", "transformers_version", "_name_or_path", "auto_map",
     "output_hidden_states", "output_attentions", "return_dict", "chunk_size_feed_forward",
     "is_encoder_decoder", "id2label", "label2id", "problem_type", "torchscript", "pretraining_tp",
     "_attn_implementation_autoset", "tie_encoder_decoder", "use_return_dict",
@@ -79,10 +81,29 @@ class CohereConfig:
     attention_dropout: float = 0.0
     use_qk_norm: bool = False
     dtype: str | None = None  # the checkpoint's storage dtype ("float16", "bfloat16", ...), if it says
+    # The newer family (cohere2: Command R7B, Command A, Tiny Aya) is the same network configured
+    # differently: each layer attends over a sliding window (with RoPE) or globally (no positions at all).
+    model_type: str = "cohere"  # "cohere" (Command-R, R+, Aya 23) or "cohere2"
+    layer_types: list[str] | None = None  # per layer, "sliding_attention" or "full_attention"
+    sliding_window: int | None = None  # keys a sliding layer sees, its own token included
+    # The older spelling of layer_types: layer i slides unless (i + 1) % pattern == 0. Read, never stored.
+    sliding_window_pattern: dataclasses.InitVar[int | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, sliding_window_pattern=None):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type={self.model_type!r} is not supported; minicohere runs {MODEL_TYPES}")
+        if self.model_type == "cohere2":
+            if self.sliding_window is None:
+                self.sliding_window = 4096  # transformers' Cohere2Config default
+            if self.layer_types is None:
+                pattern = sliding_window_pattern or 4
+                self.layer_types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                                    for i in range(self.num_hidden_layers)]
+        elif self.layer_types is None:
+            self.layer_types = ["full_attention"] * self.num_hidden_layers
+        self.layer_types = list(self.layer_types)
         self.rope_parameters = dict(self.rope_parameters or {})
         rp = self.rope_parameters
         rp["rope_type"] = rp.pop("type", None) or rp.get("rope_type", "default")
@@ -92,6 +113,12 @@ class CohereConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    def uses_rope(self, layer_type: str) -> bool:
+        """Whether layers of this type rotate queries and keys. Command-R: every layer. cohere2: only the
+        sliding ones; its global layers use no positional encoding at all (NoPE) and see position only
+        through causality and what the sliding layers below them wrote into the residual stream."""
+        return self.model_type == "cohere" or layer_type == "sliding_attention"
 
     @property
     def rope_theta(self) -> float:
@@ -117,15 +144,29 @@ class CohereConfig:
                 raise ValueError(f"rope_parameters of rope_type={rope_type!r} needs {key!r}")
         if rope_type in ("yarn", "llama3"):
             self.rope_parameters.setdefault("original_max_position_embeddings", self.max_position_embeddings)
+        if len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for num_hidden_layers="
+                             f"{self.num_hidden_layers}")
+        allowed = LAYER_TYPES if self.model_type == "cohere2" else ("full_attention",)
+        for kind in self.layer_types:
+            if kind not in allowed:
+                raise ValueError(f"layer_types holds {kind!r}; model_type={self.model_type!r} knows {allowed}")
+        if "sliding_attention" in self.layer_types and not (isinstance(self.sliding_window, int)
+                                                            and self.sliding_window > 0):
+            raise ValueError(f"sliding_window={self.sliding_window!r} must be a positive number of tokens")
+        if self.model_type == "cohere2" and self.use_qk_norm:
+            raise ValueError("use_qk_norm=True: cohere2 models have no q/k norm")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CohereConfig":
         """Build a config from a config.json dict in either spelling found in the wild."""
         d = dict(d)
-        model_type = d.get("model_type", "cohere")
-        if model_type != "cohere":
-            hint = " (Command R7B: sliding-window layers, a different architecture)" if model_type == "cohere2" else ""
-            raise ValueError(f"model_type={model_type!r} is not supported; minicohere runs 'cohere'{hint}")
+        d.setdefault("model_type", "cohere")
+        if d["model_type"] != "cohere2":  # cohere2 keys in a cohere file would mean nothing there
+            for key in ("layer_types", "sliding_window", "sliding_window_pattern"):
+                if d.get(key) is not None:
+                    raise ValueError(f"{key}={d[key]!r} given for model_type={d['model_type']!r}; only "
+                                     "'cohere2' has sliding-window layers")
         rope = dict(d.pop("rope_parameters", None) or d.pop("rope_scaling", None) or {})
         d.pop("rope_scaling", None)
         if "rope_theta" in d:  # c4ai files: the base sits at the top level
@@ -141,7 +182,9 @@ class CohereConfig:
                 "num_attention_heads", cls.num_attention_heads):
             raise ValueError(f"head_dim={head_dim} differs from hidden_size // num_attention_heads, "
                              "which is how Cohere models set it")
-        kwargs = {k: v for k, v in d.items() if k in names}
+        kwargs = {k: v for k, v in d.items() if k in names | {"sliding_window_pattern"}}
+        if kwargs.get("layer_types") is not None:
+            kwargs.pop("sliding_window_pattern", None)  # both written: layer_types is the newer, and wins
         return cls(**kwargs)
 
     @classmethod
@@ -159,8 +202,13 @@ class CohereConfig:
     def to_dict(self) -> dict[str, Any]:
         """The newer config.json spelling (`rope_parameters`, `dtype`), which transformers reads."""
         d = dataclasses.asdict(self)
-        d["model_type"] = "cohere"
-        d["architectures"] = ["CohereForCausalLM"]
+        d["architectures"] = ["Cohere2ForCausalLM" if self.model_type == "cohere2" else "CohereForCausalLM"]
+        if self.model_type == "cohere2":
+            d["head_dim"] = self.head_dim  # Cohere2Config writes it; readers of the file expect it
+            d.pop("use_qk_norm")
+        else:  # Command-R's files have no such keys
+            d.pop("layer_types")
+            d.pop("sliding_window")
         if d["dtype"] is None:
             d.pop("dtype")
         return d
@@ -356,21 +404,36 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, None].expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)
 
 
-def causal_mask(attention_mask: torch.Tensor | None, q_len: int, past: int, device) -> torch.Tensor:
+def causal_mask(attention_mask: torch.Tensor | None, q_len: int, past: int, device,
+                window: int | None = None) -> torch.Tensor:
     """Boolean [B or 1, 1, q_len, past + q_len]: True where query i may look at key j.
 
-    Key j is visible if it is not later than the query and not padding (attention_mask == 0).
+    Key j is visible if it is not later than the query and not padding (attention_mask == 0), and, with
+    a `window`, if it is one of the query's last `window` tokens (j > i - window; see sliding_window_mask).
     A query with nothing to look at (a left-padding position) is allowed to see everything instead:
     its output is never used, and an all-masked row would turn into NaN and spread through the values.
     """
     kv_len = past + q_len
     q_pos = torch.arange(past, kv_len, device=device)[:, None]
     k_pos = torch.arange(kv_len, device=device)[None, :]
-    allowed = (k_pos <= q_pos)[None, None]
+    allowed = k_pos <= q_pos
+    if window is not None:
+        allowed = allowed & (k_pos > q_pos - window)
+    allowed = allowed[None, None]
     if attention_mask is not None:
         allowed = allowed & attention_mask[:, None, None, :].bool()
         allowed = allowed | ~allowed.any(-1, keepdim=True)
     return allowed
+
+
+def sliding_window_mask(attention_mask: torch.Tensor | None, q_len: int, past: int, window: int,
+                        device) -> torch.Tensor:
+    """The causal mask of a sliding-window layer (cohere2): query i sees keys i - window + 1 .. i.
+
+    Positions here count slots of the sequence, padding included, as transformers counts them: a
+    left-padded row's window holds fewer real tokens while its padding is still inside it.
+    """
+    return causal_mask(attention_mask, q_len, past, device, window=window)
 
 
 def eager_attention(q, k, v, mask, scale, dropout=0.0):
@@ -476,7 +539,7 @@ class CohereDecoderLayer(nn.Module):
 
     def __init__(self, config: CohereConfig, layer_idx: int):
         super().__init__()
-        self.attention_type = "full_attention"
+        self.attention_type = config.layer_types[layer_idx]  # which mask (and rotation) this layer gets
         self.input_layernorm = CohereLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.self_attn = CohereAttention(config, layer_idx)
         self.mlp = CohereMLP(config)
@@ -534,32 +597,60 @@ class CohereModel(nn.Module):
             if bool(attention_mask.all()):
                 attention_mask = None  # nothing padded: take the fast unmasked path
         eager = output_attentions or self.attn_implementation == "eager"
-        masks = self.attention_masks(attention_mask, T, past, inputs_embeds.device, eager)
+        masks = self.attention_masks(attention_mask, T, past, inputs_embeds.device, eager, cache)
         turns = self.rotations(position_ids)
         return self.run_layers(inputs_embeds, turns, masks, cache, eager, output_hidden_states, output_attentions)
 
-    def attention_masks(self, attention_mask, T: int, past: int, device, eager: bool = False) -> dict:
+    def attention_masks(self, attention_mask, T: int, past: int, device, eager: bool = False, cache=None) -> dict:
         """{layer type: (mask, is_causal)}: what each kind of layer attends over for T new tokens after
-        `past` cached ones. The cheapest form that is right: no mask for one new token, the kernel's own
-        causal flag for a fresh unpadded prompt, an explicit boolean mask otherwise."""
+        `past` cached ones (`attention_mask` [B, past + T] or None). The cheapest form that is right: no
+        mask for one new token, the kernel's own causal flag for a fresh unpadded prompt, an explicit
+        boolean mask otherwise."""
         mask, is_causal = None, False
         if attention_mask is not None or (past > 0 and T > 1) or (eager and T > 1):
             mask = causal_mask(attention_mask, T, past, device)
         elif T > 1:
             is_causal = True
-        return {"full_attention": (mask, is_causal)}
+        masks = {"full_attention": (mask, is_causal)}
+        if "sliding_attention" in self.config.layer_types:
+            masks["sliding_attention"] = self.sliding_masks(attention_mask, T, past, device, masks, cache)
+        return masks
+
+    def sliding_masks(self, attention_mask, T, past, device, masks, cache) -> tuple:
+        """The sliding layers' (mask, is_causal). Their keys are what the cache hands back: every token so
+        far (no cache, the growing cache, a static cache that has not wrapped), or, once a ring buffer
+        has wrapped (StaticKVCache.ring), its `window` slots in ring order."""
+        window = self.config.sliding_window
+        ring = getattr(cache, "ring", None)
+        if ring is None or past + T <= ring:  # keys at slots 0 .. past + T - 1
+            if past + T <= window:
+                return masks["full_attention"]  # the window reaches back to the start: plain causal
+            return sliding_window_mask(attention_mask, T, past, window, device), False
+        if T == 1:  # a wrapped ring holds exactly this token's window: hide only padding
+            if attention_mask is None:
+                return None, False
+            return attention_mask.bool()[:, ring_slot_positions(past, ring, device)][:, None, None], False
+        if past == 0:  # a prompt longer than the ring attends over itself; the ring keeps its tail
+            return sliding_window_mask(attention_mask, T, 0, window, device), False
+        raise ValueError(f"a sliding layer's ring buffer of {ring} slots takes a whole prompt or one token at a "
+                         f"time once full; got {T} tokens after {past}")
 
     def rotations(self, position_ids: torch.Tensor) -> dict:
-        """{layer type: turn}: the rotary angles of these positions as complex numbers [B, 1, T, head_dim/2],
-        computed once per forward and shared by every layer of that type."""
+        """{layer type: turn or None}: the rotary angles of these positions as complex numbers
+        [B, 1, T, head_dim/2], computed once per forward and shared by every layer that rotates."""
         cos, sin = self.rotary_emb(self.embed_tokens.weight, position_ids)
-        return {"full_attention": rotary_turn(cos, sin).unsqueeze(1)}
+        return self.turns_by_type(rotary_turn(cos, sin).unsqueeze(1))
+
+    def turns_by_type(self, turn: torch.Tensor) -> dict:
+        """{layer type: turn}, None for the layer types that use no positional encoding (cohere2's global layers)."""
+        return {kind: turn if self.config.uses_rope(kind) else None for kind in LAYER_TYPES}
 
     def rotary_table(self, max_len: int) -> torch.Tensor:
         """The turns of positions 0..max_len-1, [max_len, head_dim/2] complex: `generate` computes them once
         and looks each step's up by position (not for the dynamic type, whose angles depend on the length)."""
         positions = torch.arange(max_len, device=self.embed_tokens.weight.device)[None]
-        return self.rotations(positions)["full_attention"][0, 0]
+        cos, sin = self.rotary_emb(self.embed_tokens.weight, positions)
+        return rotary_turn(cos, sin)[0]
 
     def run_layers(self, x, turns: dict, masks: dict, cache=None, eager=False, output_hidden_states=False,
                    output_attentions=False) -> ModelOutput:
@@ -703,12 +794,23 @@ class StaticKVCache:
 
     Attention reads a view of the filled part, so nothing is copied and memory never grows.
     Size: 2 (k and v) x layers x batch x kv_heads x max_len x head_dim x bytes per number.
+
+    A sliding-window layer (cohere2) never looks further back than `sliding_window` tokens, so its
+    buffers hold only that many slots (`ring`) and are used as a ring buffer: the token at sequence
+    slot p lives in ring slot p % ring, overwriting the one that just left the window. Only the
+    global layers pay for the whole length. (`ring` is None when no layer slides or max_len fits the
+    window anyway.)
     """
 
     def __init__(self, config: CohereConfig, batch_size: int, max_len: int, dtype=torch.float32, device="cpu"):
-        shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        window = config.sliding_window if "sliding_attention" in config.layer_types else None
+        self.ring = window if window is not None and window < max_len else None
+        self.keys, self.values = [], []
+        for kind in config.layer_types:
+            slots = self.ring if kind == "sliding_attention" and self.ring else max_len
+            shape = (batch_size, config.num_key_value_heads, slots, config.head_dim)
+            self.keys.append(torch.zeros(shape, dtype=dtype, device=device))
+            self.values.append(torch.zeros(shape, dtype=dtype, device=device))
         self.max_len = max_len
         self.seq_len = 0  # tokens written so far, the same for every layer once a forward pass ends
 
@@ -716,14 +818,34 @@ class StaticKVCache:
         start, end = self.seq_len, self.seq_len + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"StaticKVCache holds {self.max_len} tokens; this step would need {end}")
-        self.keys[layer_idx][:, :, start:end] = k
-        self.values[layer_idx][:, :, start:end] = v
-        if layer_idx == len(self.keys) - 1:  # the last layer has written: the step is complete
+        if layer_idx == len(self.keys) - 1:  # the last layer writes: the step is complete
             self.seq_len = end
-        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        slots = keys.shape[2]
+        if end <= slots:  # in order, slot = position
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v
+            return keys[:, :, :end], values[:, :, :end]
+        if k.shape[2] == 1:  # a ring: the new token replaces the one that has left the window
+            keys[:, :, start % slots] = k[:, :, 0]
+            values[:, :, start % slots] = v[:, :, 0]
+            return keys, values
+        if start == 0:  # a prompt longer than the ring: attend over all of it, keep its last `slots`
+            shift = (end - slots) % slots  # the tail's first token, position end - slots, goes there
+            keys.copy_(k[:, :, -slots:].roll(shift, dims=2))
+            values.copy_(v[:, :, -slots:].roll(shift, dims=2))
+            return k, v
+        raise ValueError(f"StaticKVCache: layer {layer_idx}'s ring of {slots} slots takes a whole prompt or "
+                         f"one token at a time once full; got {k.shape[2]} tokens after {start}")
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+def ring_slot_positions(last: int, ring: int, device) -> torch.Tensor:
+    """The sequence slot held by each of a full ring's slots, once the token at slot `last` is written:
+    ring slot s holds the latest p <= last with p % ring == s."""
+    return last - (last - torch.arange(ring, device=device)) % ring
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -860,12 +982,11 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
         dynamic_rope = model.model.rotary_emb.rope_type == "dynamic"
         if not dynamic_rope:
             step_turns = model.model.rotary_table(total)[step_positions][:, :, None, None]  # [B, n, 1, 1, d/2]
-        # Which cached tokens each step may see: padding never, everything else always. Built once;
-        # step s reads its first T + s columns. Unpadded rows need no mask at all.
+        # The padding of every slot this call can fill, built once; step s reads its first T + s columns.
         seen = None
         if padded:
-            seen = torch.ones(B, 1, 1, total, dtype=torch.bool, device=device)
-            seen[:, 0, 0, :T] = mask.bool()
+            seen = torch.ones(B, total, dtype=mask.dtype, device=device)
+            seen[:, :T] = mask
 
     # Filled in place; tokens[:, :end] is everything so far.
     tokens = input_ids.new_full((B, total), pad)
@@ -881,8 +1002,10 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
                            logits_to_keep=1).logits[:, -1]
         else:  # only the newest token; the cache holds the rest
             turns = (model.model.rotations(step_positions[:, step - 1:step]) if dynamic_rope
-                     else {"full_attention": step_turns[:, step - 1]})
-            masks = {"full_attention": (None if seen is None else seen[..., :end], False)}
+                     else model.model.turns_by_type(step_turns[:, step - 1]))
+            # Unpadded Command-R: no mask at all. Padding or sliding windows: a [B, 1, 1, keys] mask.
+            masks = model.model.attention_masks(None if seen is None else seen[:, :end], 1, end - 1, device,
+                                                cache=kv)
             logits = model.decode_step(tokens[:, end - 1:end], turns, masks, kv)
         new = next_token(logits, do_sample, temperature, top_k, top_p, min_p, generator)
         if stops:

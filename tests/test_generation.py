@@ -119,7 +119,7 @@ def test_decode_step_gives_the_logits_of_the_forward_pass(pairs, family):
     token = torch.tensor([[11], [12]])
     full_mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], dim=1)
     expected = ours(token, attention_mask=full_mask, position_ids=positions[:, -1:] + 1, cache=slow).logits[:, -1]
-    turns = {"full_attention": ours.model.rotary_table(9)[positions[:, -1:] + 1][:, None]}
+    turns = ours.model.turns_by_type(ours.model.rotary_table(9)[positions[:, -1:] + 1][:, None])
     masks = {"full_attention": (full_mask.bool()[:, None, None], False)}
     got = ours.decode_step(token, turns, masks, fast)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
