@@ -303,8 +303,11 @@ def test_one_layer_at_command_r7b_width_equals_transformers(kind):
                 p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
             else:
                 p.normal_(0, 1 / p.shape[-1] ** 0.5, generator=g)
-        hf.model.rotary_emb.inv_freq.copy_(
-            1.0 / (50000.0 ** (torch.arange(0, 128, 2, dtype=torch.float) / 128)))
+        # built on meta: the buffers hold nothing yet, so transformers computes its own frequencies again
+        inv_freq = hf.model.rotary_emb.compute_default_rope_parameters(cfg)[0]
+        hf.model.rotary_emb.inv_freq.copy_(inv_freq)
+        hf.model.rotary_emb.original_inv_freq.copy_(inv_freq)
+    hf.lm_head.weight = hf.model.embed_tokens.weight  # to_empty leaves the head untied
     with torch.device("meta"):
         ours = mc.CohereForCausalLM(mc.CohereConfig.from_dict(cfg.to_dict()))
     ours.load_state_dict(hf.state_dict(), assign=True, strict=False)
