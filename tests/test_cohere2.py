@@ -338,3 +338,75 @@ def test_cli_runs_a_saved_cohere2_checkpoint(tmp_path):
                          cwd=REPO, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("Once upon a time") and len(out.stdout) > len("Once upon a time")
+
+
+# --- Tiny Aya's tokenizer and chat turn ---------------------------------------------------------------
+
+# Written out from the turn format Cohere publishes for its cohere2 models (Command R7B, Command A, Tiny
+# Aya): the reply opens with <|START_RESPONSE|> and closes with <|END_RESPONSE|>. The real
+# tokenizer_config.json cannot be fetched here, so this template stands in for the one it ships.
+COHERE2_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}{% set turns = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+    "{% if system %}<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>{{ system }}<|END_OF_TURN_TOKEN|>{% endif %}"
+    "{% for m in turns %}{% if m['role'] == 'user' %}<|START_OF_TURN_TOKEN|><|USER_TOKEN|>{{ m['content'] }}"
+    "<|END_OF_TURN_TOKEN|>{% else %}<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|><|START_RESPONSE|>{{ m['content'] }}"
+    "<|END_RESPONSE|><|END_OF_TURN_TOKEN|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|><|START_RESPONSE|>{% endif %}"
+)
+# Ids 2 and 3 are Tiny Aya's bos and eos (CONFIGS.md); which strings sit there is this test's assumption.
+SPECIALS = ["<PAD>", "<UNK>", "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>", "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>",
+            "<|CHATBOT_TOKEN|>", "<|SYSTEM_TOKEN|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>"]
+
+
+@pytest.fixture(scope="module")
+def aya_tokenizer_dir(tmp_path_factory):
+    """A byte-level BPE tokenizer of Tiny Aya's shape: 262144 ids, bos 2, eos 3, the cohere2 turn tokens,
+    and none of Command-R's <CLS>/<SEP>/<MASK_TOKEN>."""
+    from tokenizers import AddedToken, Tokenizer as Fast, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    byte_chars = sorted(set(ByteLevel.alphabet()))
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + byte_chars)}
+    merges = [("h", "e"), ("l", "l"), ("he", "ll")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    while len(vocab) < 262144:
+        vocab[f"<unused{len(vocab)}>"] = len(vocab)
+    fast = Fast(models.BPE(vocab=vocab, merges=merges))
+    fast.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    fast.decoder = decoders.ByteLevel()
+    fast.add_special_tokens([AddedToken(t, special=True) for t in SPECIALS])
+    folder = tmp_path_factory.mktemp("tiny-aya-tokenizer")
+    fast.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<BOS_TOKEN>", "eos_token": "<|END_OF_TURN_TOKEN|>", "pad_token": "<PAD>",
+        "unk_token": "<UNK>", "chat_template": COHERE2_TEMPLATE}))
+    return folder
+
+
+def test_tiny_aya_tokenizer_loads_with_its_own_special_token_ids(aya_tokenizer_dir):
+    tok = minicohere.Tokenizer.from_pretrained(aya_tokenizer_dir)
+    assert tok.vocab_size == 262144
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (2, 3, 0)
+    assert tok.special_tokens["cls_token"] is None  # Command-R's default is not in this vocabulary
+    ids = tok.encode("hello world", add_special_tokens=False)
+    assert tok.decode(ids) == "hello world" and tok.token_to_id("hell") in ids  # the merges applied
+
+
+def test_tiny_aya_chat_turn_opens_the_reply_with_start_response(aya_tokenizer_dir):
+    tok = minicohere.Tokenizer.from_pretrained(aya_tokenizer_dir)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}]
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == ("<BOS_TOKEN><|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>Be brief.<|END_OF_TURN_TOKEN|>"
+                    "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hi<|END_OF_TURN_TOKEN|>"
+                    "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|><|START_RESPONSE|>Hello!<|END_RESPONSE|>"
+                    "<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|USER_TOKEN|>Bye<|END_OF_TURN_TOKEN|>"
+                    "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|><|START_RESPONSE|>")
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True)
+    assert ids[0] == 2 and ids.count(2) == 1  # one bos, Tiny Aya's id
+    assert ids[-3:] == [tok.token_to_id(t) for t in ("<|START_OF_TURN_TOKEN|>", "<|CHATBOT_TOKEN|>",
+                                                     "<|START_RESPONSE|>")]
+    assert tok.decode(ids, skip_special_tokens=True) == "Be brief.HiHello!Bye"
