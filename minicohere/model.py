@@ -1,14 +1,24 @@
 """minicohere: Cohere's Command-R in one file, read top to bottom in the order the course teaches it.
 
-    1. CohereConfig             the numbers that describe a checkpoint          (notebooks 00, 10)
+    1. CohereConfig             the numbers that describe a checkpoint, cohere or cohere2  (notebooks 00, 10, 13)
     2. token embedding          nn.Embedding, shared with the LM head           (notebook 02)
     3. CohereLayerNorm          mean-centred, weight only, computed in fp32     (notebook 03)
     4. rotary embedding         interleaved pairs, plus the scaled variants     (notebook 04)
-    5. CohereAttention          MHA / GQA / MQA, optional q/k norm              (notebook 05)
+    5. CohereAttention          MHA / GQA / MQA, optional q/k norm, sliding windows  (notebooks 05, 13)
     6. CohereMLP, the block     SiLU-gated MLP and the parallel residual block  (notebook 06)
     7. CohereForCausalLM        final norm, tied head times logit_scale, loss   (notebook 07)
-    8. KV caches                growing and preallocated                        (notebook 08)
+    8. KV caches                growing, preallocated, ring buffers for windows  (notebooks 08, 13)
     9. sampling and generate    warpers as pure functions, greedy, streaming    (notebook 09)
+
+The newer family (Hugging Face `model_type: "cohere2"`: Command R7B, Command A, Tiny Aya) is the same
+network configured differently, not a second model. `config.model_type` says which family a checkpoint
+is; `config.layer_types` gives each layer "sliding_attention" or "full_attention" (older files spell it
+`sliding_window_pattern`: layer i slides unless (i + 1) % pattern == 0). A sliding layer rotates its
+queries and keys (RoPE) and attends over its last `config.sliding_window` tokens only
+(`sliding_window_mask`); a full layer attends over everything and, in cohere2, uses no positional
+encoding at all (NoPE, `config.uses_rope`). `StaticKVCache` keeps only `sliding_window` keys and values
+for a sliding layer, in a ring buffer (`StaticKVCache.ring`, `ring_slot_positions`); the global layers
+keep them all.
 
 Generation has one decode path: the prompt goes through `CohereForCausalLM.forward`, every later token
 through `CohereForCausalLM.decode_step`, which runs the same modules (so any module that replaces an
@@ -768,7 +778,9 @@ class KVCache:
     """The simple cache: every layer's keys and values, grown by concatenation at each step.
 
     Easy to read, but each step copies everything cached so far (torch.cat), so a long generation
-    spends more and more time copying. `StaticKVCache` fixes that.
+    spends more and more time copying. `StaticKVCache` fixes that. It also keeps every token for every
+    layer, sliding-window layers included (their mask hides what has left the window); StaticKVCache
+    is the cache whose sliding layers hold only the window.
     """
 
     def __init__(self):
