@@ -1,6 +1,7 @@
 """Batch-1 greedy decode and prefill speed: minicohere vs transformers' generate, same weights.
 
-    python benchmarks/bench_generate.py [--threads 1 --rounds 5 --new-tokens 128 --baseline REV --bf16]
+    python benchmarks/bench_generate.py [--threads 1 --rounds 5 --new-tokens 128 --baseline REV --bf16
+                                         --cohere2 --cpu-time]
 
 A Command-R-shaped model (vocab 32000, hidden 256, 4 layers, 8 heads sharing 2 kv heads, fp32, random
 weights) is built by transformers, saved, and loaded by minicohere. Runs alternate between the two
@@ -26,17 +27,21 @@ import torch
 import minicohere
 
 
-def build(tmp: str):
-    from transformers import CohereConfig, CohereForCausalLM
+def build(tmp: str, cohere2: bool = False):
+    from transformers import Cohere2Config, Cohere2ForCausalLM, CohereConfig, CohereForCausalLM
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
-    cfg = CohereConfig(vocab_size=32000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
-                       num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048,
-                       eos_token_id=2, pad_token_id=0, bos_token_id=5)
+    shape = dict(vocab_size=32000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                 num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048,
+                 eos_token_id=2, pad_token_id=0, bos_token_id=5)
+    if cohere2:  # the same shape as Command R7B's family: 3 sliding layers (window 64) and 1 global one
+        cfg, cls = Cohere2Config(**shape, sliding_window=64), Cohere2ForCausalLM
+    else:
+        cfg, cls = CohereConfig(**shape), CohereForCausalLM
     torch.manual_seed(0)
-    reference = CohereForCausalLM(cfg).eval()
+    reference = cls(cfg).eval()
     reference.save_pretrained(tmp)
     # eos off for transformers too, so both always run the full length (rather than min_new_tokens,
     # which would add a logits processor to every one of its steps).
@@ -102,6 +107,8 @@ def main():
     ap.add_argument("--prefill-tokens", type=int, default=512)
     ap.add_argument("--baseline", metavar="REV", help="also time model.py as of this git revision")
     ap.add_argument("--bf16", action="store_true", help="also time both libraries in bfloat16")
+    ap.add_argument("--cohere2", action="store_true",
+                    help="a cohere2 model of the same shape (sliding window 64, so decoding runs past it)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with this process's CPU time instead of the wall clock (steadier on a shared machine)")
     args = ap.parse_args()
@@ -111,7 +118,7 @@ def main():
         CLOCK = time.process_time
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
-        reference, ours = build(tmp)
+        reference, ours = build(tmp, args.cohere2)
         g = torch.Generator().manual_seed(1)
         prompt = torch.randint(6, 32000, (1, args.prompt_tokens), generator=g)
         long_prompt = torch.randint(6, 32000, (1, args.prefill_tokens), generator=g)
@@ -158,7 +165,7 @@ def main():
 
     tok_s = {k: n / statistics.median(v) for k, v in decode_s.items()}
     pre_s = {k: args.prefill_tokens / statistics.median(v) for k, v in prefill_s.items() if v}
-    print(f"\nbatch 1, greedy, prompt {args.prompt_tokens} + {n} new tokens; prefill of {args.prefill_tokens} "
+    print(f"\n{'cohere2 (window 64)' if args.cohere2 else 'cohere'}, batch 1, greedy, prompt {args.prompt_tokens} + {n} new tokens; prefill of {args.prefill_tokens} "
           f"tokens; {args.threads} thread(s); median of {args.rounds} alternating rounds; "
           f"{'CPU time' if args.cpu_time else 'wall clock'}\n")
     print("| | decode tokens/s | prefill tokens/s |")
