@@ -82,6 +82,22 @@ def test_config_reads_both_spellings_of_the_layer_pattern_as_transformers_does()
     assert ours.layer_types == ["sliding_attention"] * 3 + ["full_attention"] + ["sliding_attention"] * 2
 
 
+def test_config_reads_an_r7b_style_file_in_the_older_spelling():
+    """Top-level rope_theta, sliding_window_pattern, head_dim, and keys minicohere has no use for, with
+    the R7B values of CONFIGS.md."""
+    d = {"model_type": "cohere2", "architectures": ["Cohere2ForCausalLM"], "hidden_size": 4096,
+         "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+         "intermediate_size": 14336, "sliding_window": 4096, "sliding_window_pattern": 4, "rope_theta": 50000.0,
+         "rope_scaling": None, "logit_scale": 0.25, "vocab_size": 256000, "torch_dtype": "bfloat16",
+         "max_position_embeddings": 132096, "cache_implementation": "hybrid", "order_of_interleaved_layers":
+         "local_attn_first", "position_embedding_type": "rope_gptj", "use_cache": True}
+    cfg = mc.CohereConfig.from_dict(d)
+    assert cfg.rope_theta == 50000.0 and cfg.dtype == "bfloat16" and cfg.head_dim == 128
+    assert cfg.layer_types.count("full_attention") == 8
+    assert [i for i, t in enumerate(cfg.layer_types) if t == "full_attention"] == list(range(3, 32, 4))
+    assert cfg.uses_rope("sliding_attention") and not cfg.uses_rope("full_attention")
+
+
 def test_config_round_trips_and_transformers_reads_ours():
     from transformers import Cohere2Config
 
