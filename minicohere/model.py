@@ -485,12 +485,12 @@ class CohereAttention(nn.Module):
             self.q_norm = CohereLayerNorm((self.n_heads, self.head_dim), eps=config.layer_norm_eps)
             self.k_norm = CohereLayerNorm((self.n_kv_heads, self.head_dim), eps=config.layer_norm_eps)
 
-    def forward(self, x, cos=None, sin=None, mask=None, is_causal=False, cache=None, eager=False, turn=None):
+    def forward(self, x, cos=None, sin=None, mask=None, is_causal=False, cache=None, eager=False):
         """Attention over x [B, T, hidden]; returns (output, weights or None).
 
-        The rotation comes as the cos/sin tables, or as `turn`, the same angles already made into complex
-        numbers (what the model passes: computed once per forward, not once per layer). Neither: no
-        rotation at all (the NoPE layers of cohere2).
+        The rotation comes as the cos/sin tables, or, with sin None, as `cos` already made complex
+        (cos + i sin, [B, 1, T, head_dim/2]: what the model passes, computed once per forward rather
+        than once per layer). cos None: no rotation at all (the NoPE layers of cohere2).
         """
         # [B, hidden] is a batch of single tokens (how `decode_step` runs: with no sequence axis the linear
         # layers have nothing to fold away); [B, T, hidden] a batch of sequences.
@@ -501,9 +501,8 @@ class CohereAttention(nn.Module):
         if self.use_qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, head_dim]
-        if turn is None and cos is not None:
-            turn = rotary_turn(cos, sin).unsqueeze(1)
-        if turn is not None:
+        if cos is not None:
+            turn = cos if sin is None else rotary_turn(cos, sin).unsqueeze(1)
             q, k = rotate_by(q, turn), rotate_by(k, turn)
         if cache is not None:  # append this step's keys/values, attend over everything the cache holds
             k, v = cache.update(self.layer_idx, k, v)
@@ -549,14 +548,14 @@ class CohereDecoderLayer(nn.Module):
 
     def __init__(self, config: CohereConfig, layer_idx: int):
         super().__init__()
-        self.attention_type = config.layer_types[layer_idx]  # which mask (and rotation) this layer gets
+        self.attention_type = config.layer_types[layer_idx]  # "sliding_attention" or "full_attention"
         self.input_layernorm = CohereLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.self_attn = CohereAttention(config, layer_idx)
         self.mlp = CohereMLP(config)
 
-    def forward(self, x, cos=None, sin=None, mask=None, is_causal=False, cache=None, eager=False, turn=None):
+    def forward(self, x, cos=None, sin=None, mask=None, is_causal=False, cache=None, eager=False):
         h = self.input_layernorm(x)
-        attn_out, weights = self.self_attn(h, cos, sin, mask, is_causal, cache, eager, turn)
+        attn_out, weights = self.self_attn(h, cos, sin, mask, is_causal, cache, eager)
         return x + attn_out + self.mlp(h), weights
 
 
@@ -667,11 +666,11 @@ class CohereModel(nn.Module):
         """The blocks and the final norm over embeddings x [B, T, hidden], given each layer type's rotation
         and mask. `forward` builds those from ids and padding; `generate` builds them once and reuses them."""
         hidden_states, attentions = [], []
-        for layer in self.layers:
+        for layer, kind in zip(self.layers, self.config.layer_types):  # kind: which mask and rotation
             if output_hidden_states:
                 hidden_states.append(x)
-            mask, is_causal = masks[layer.attention_type]
-            x, weights = layer(x, None, None, mask, is_causal, cache, eager, turns[layer.attention_type])
+            mask, is_causal = masks[kind]
+            x, weights = layer(x, turns[kind], None, mask, is_causal, cache, eager)  # complex turn as `cos`
             if output_attentions:
                 attentions.append(weights)
         x = self.norm(x)
