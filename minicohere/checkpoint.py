@@ -147,9 +147,9 @@ def resolve_checkpoint(path_or_repo_id: str | os.PathLike, revision=None, token=
         raise CheckpointError(f"{name}: no such repository on the hub (or it is private and no token was "
                               f"given)") from None
     except LocalEntryNotFoundError:
-        raise CheckpointError(f"{name}: the Hugging Face hub cannot be reached (offline, or HF_HUB_OFFLINE=1) and "
-                              "the checkpoint is not in the local cache; connect and retry (a gated model also "
-                              "needs a token), or pass a local checkpoint folder") from None
+        raise CheckpointError(f"{name}: the hub cannot be reached (offline, or HF_HUB_OFFLINE=1) and the "
+                              "checkpoint is not in the local cache; connect and retry (a gated model also needs a "
+                              "token), or pass a local checkpoint folder") from None
     except HfHubHTTPError as e:
         raise CheckpointError(f"{name}: the hub refused the download ({e})") from None
     except Exception as e:  # the connection dropped or a proxy interfered: the network library's own errors

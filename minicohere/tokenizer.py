@@ -464,7 +464,7 @@ def _download_from_hub(repo_id, token, revision):
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
-    where = f"{repo_id!r}" + (f" (revision {revision!r})" if revision else "")
+    where = repo_id + (f" (revision {revision})" if revision else "")
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, token=token,
                                         allow_patterns=["tokenizer.json", "tokenizer_config.json"]))
@@ -477,7 +477,7 @@ def _download_from_hub(repo_id, token, revision):
         raise OSError(f"{where}: no such repository on the Hugging Face hub (or it is private: pass token=...)") from None
     except LocalEntryNotFoundError:
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") else ""
-        raise OSError(f"{where}: the Hugging Face hub cannot be reached{offline} and its tokenizer is not in the "
+        raise OSError(f"{where}: the hub cannot be reached{offline} and its tokenizer is not in the "
                       "local cache; connect and retry (a gated model also needs a token), or pass a local folder "
                       "holding tokenizer.json") from None
     except HfHubHTTPError as e:
