@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the course needs into the current Python (activate a venv first if you want one), and
 # brings an older environment up to the minimum versions, which pyproject.toml states once.
-#  1. pip >= 23.1 (requirements.txt gives its editable install a per-requirement --config-settings).
+#  1. pip >= 23.1, which hands --config-settings to the editable build.
 #  2. torch on its own, pinned, when it is missing or older than pyproject.toml's floor: the pin lets pip
 #     take a local CPU build where the machine has one; left to the resolver, an upgrade would pull the
 #     newest CUDA wheel on Linux (several GB).
-#  3. requirements.txt: the package, editable in compat mode, with its `course` extra; pip upgrades
-#     anything below its floor (transformers, tokenizers, huggingface_hub, ...).
+#  3. requirements.txt's one line, the package (editable) with its `course` extra, given on the command
+#     line because pip passes --config-settings to neither an editable line of a requirements file nor
+#     (pip 23.2) anything -r reads. pip upgrades whatever is below its floor (transformers, tokenizers,
+#     huggingface_hub, ...). Compat mode puts the clone on sys.path, so the package wins over a folder
+#     named `minicohere` holding the clone, next to a learner's script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -31,4 +34,4 @@ sys.exit(0 if version(torch.__version__) < version(floor) else 1)
   "$PY" -m pip install -q "torch==$TORCH_PIN"
 fi
 
-"$PY" -m pip install -q -r requirements.txt
+"$PY" -m pip install -q -e ".[course]" --config-settings editable_mode=compat

@@ -1,8 +1,8 @@
-"""The package installed for real, in a throw-away virtual environment, run from another folder.
+"""The package installed for real, in throw-away virtual environments, and run from another folder.
 
 `pip install .` (a wheel, not editable) must carry the bundled model, its tokenizer and the corpus as
 minicohere/_assets/, so `python -m minicohere generate` works with no clone in sight. And the editable
-install that requirements.txt makes must beat a folder named `minicohere` holding the clone, which a
+install that scripts/setup.sh makes must beat a folder named `minicohere` holding the clone, which a
 script saved next to that folder would otherwise import as an empty namespace package.
 
 The venvs see the system's packages (--system-site-packages: torch is not installed again) and pip
@@ -102,12 +102,11 @@ def test_editable_install_beats_a_clone_folder_named_minicohere(tmp_path):
     # sys.path, where `minicohere` is a folder without __init__.py
     home = tmp_path / "home"
     clone = copy_project(home / "minicohere")
-    shutil.copy2(REPO / "requirements.txt", clone / "requirements.txt")
     python = make_venv(tmp_path / "venv")
-    # requirements.txt's own line, without the [course] extra's dependencies (--no-deps)
-    line = next(l for l in (clone / "requirements.txt").read_text().splitlines() if l.startswith("-e "))
-    editable_args = line.split()  # ["-e", ".[course]", "--config-settings", "editable_mode=compat"]
-    pip_install(python, *editable_args, cwd=clone)
+    # what scripts/setup.sh runs, without installing the dependencies (--no-deps)
+    command = ["-e", ".[course]", "--config-settings", "editable_mode=compat"]
+    assert " ".join(command).replace(".[course]", '".[course]"') in (REPO / "scripts" / "setup.sh").read_text()
+    pip_install(python, *command, cwd=clone)
     (home / "script.py").write_text("import minicohere\n"
                                     "print(minicohere.__file__)\n"
                                     "print(minicohere.bundled_path('tiny-command-r'))\n")
