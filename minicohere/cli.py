@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"(default: {SAMPLING_DEFAULTS['temperature']})")
     decoding.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="keep the K likeliest tokens")
     decoding.add_argument("--top-p", type=probability, default=None, metavar="P",
-                          help=f"keep the likeliest tokens holding probability P (default: {SAMPLING_DEFAULTS['top_p']})")
+                          help="keep the likeliest tokens holding probability P "
+                               f"(default: {SAMPLING_DEFAULTS['top_p']})")
     decoding.add_argument("--min-p", type=fraction, default=None, metavar="M",
                           help="drop tokens less than M times as likely as the best")
     decoding.add_argument("--seed", type=seed, default=None, metavar="S", help="make sampling reproducible")
@@ -131,7 +132,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Parse, refuse --greedy next to a sampling flag (it would be ignored), then fill the sampling defaults."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    given = [f"{flag} {getattr(args, name)}" for name, flag in SAMPLING_FLAGS.items() if getattr(args, name) is not None]
+    given = [f"{flag} {getattr(args, name)}" for name, flag in SAMPLING_FLAGS.items()
+             if getattr(args, name) is not None]
     if args.greedy and given:
         parser.exit(2, f"{parser.prog} {args.command}: error: --greedy always takes the likeliest token, so "
                        f"{', '.join(given)} would be ignored; drop one or the other\n")
