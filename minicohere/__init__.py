@@ -4,6 +4,16 @@
     model = minicohere.from_pretrained("CohereForAI/c4ai-command-r-v01", device="cuda")
 """
 
+import sys as _sys
+
+if _sys.argv[:1] == ["-m"] and ("-mminicohere" in _sys.orig_argv or
+                                ["-m", "minicohere"] in map(list, zip(_sys.orig_argv, _sys.orig_argv[1:]))):
+    # `python -m minicohere` is starting (argv[0] is "-m" until runpy has found the module): Ctrl-C while
+    # torch is imported ends it without a traceback. cli.main() turns Ctrl-C back into KeyboardInterrupt.
+    import signal as _signal
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+
 from .model import (
     CohereConfig,
     CohereLayerNorm,

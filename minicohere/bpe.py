@@ -11,7 +11,7 @@ at a time so a notebook can show each piece on its own:
      -> to_byte_chars           each word's UTF-8 bytes as printable characters
      -> bpe_merge_word          merges applied by rank, lowest rank first
      -> vocab lookup            symbols -> ids
-    (encode(..., add_special_tokens=True) also puts <BOS_TOKEN> in front)
+    (encode puts <BOS_TOKEN> in front unless add_special_tokens=False, as Tokenizer.encode does)
 
 `decode` runs it backwards. Readable rather than fast: results are memoised per word,
 which is what makes it usable on the real 255k vocabulary.
@@ -234,9 +234,10 @@ class ByteLevelBPE:
             ids.extend(self.encode_word(word))
         return ids
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        """Text -> ids. Matches `tokenizers` with the same `add_special_tokens`
-        (True puts the BOS token in front, as Command-R's post-processor does)."""
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Text -> ids. Matches `tokenizers` and `Tokenizer.encode` with the same `add_special_tokens`;
+        the default, True, puts the BOS token in front, as Command-R's post-processor does (and as
+        Hugging Face tokenizers do by default). Pass False for the bare text's ids."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
         ids = []

@@ -34,6 +34,7 @@ SAFETENSORS_DTYPES = {
 }
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
+PROGRESS_MIN_BYTES = 2**30  # from_pretrained shows a progress bar from this checkpoint size up
 
 
 class CheckpointError(ValueError):
@@ -147,9 +148,14 @@ def resolve_checkpoint(path_or_repo_id: str | os.PathLike, revision=None, token=
                               f"given)") from None
     except LocalEntryNotFoundError:
         raise CheckpointError(f"{name}: the hub cannot be reached (offline, or HF_HUB_OFFLINE=1) and the "
-                              f"checkpoint is not in the local cache") from None
+                              "checkpoint is not in the local cache; connect and retry (a gated model also needs a "
+                              "token), or pass a local checkpoint folder") from None
     except HfHubHTTPError as e:
         raise CheckpointError(f"{name}: the hub refused the download ({e})") from None
+    except Exception as e:  # the connection dropped or a proxy interfered: the network library's own errors
+        raise CheckpointError(f"{name}: downloading from the Hugging Face hub failed ({type(e).__name__}: "
+                              f"{(str(e).splitlines() or [''])[0]}); check the network and retry, or pass a "
+                              "local checkpoint folder") from None
 
 
 def weight_entries(folder: Path) -> dict[str, TensorEntry]:
@@ -262,7 +268,9 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
     by_file: dict[Path, list[TensorEntry]] = {}
     for name in expected:
         by_file.setdefault(entries[name].file, []).append(entries[name])
-    for path in tqdm(sorted(by_file), desc="loading shards", unit="shard", disable=not progress):
+    # A per-shard bar only where there is something to watch: several shards and a gigabyte or more.
+    quiet = not progress or len(by_file) < 2 or sum(p.stat().st_size for p in by_file) < PROGRESS_MIN_BYTES
+    for path in tqdm(sorted(by_file), desc="loading shards", unit="shard", disable=quiet):
         mapped = open_mapped(path)
         for entry in by_file[path]:
             tensor = map_tensor(entry, mapped).to(device=device, dtype=dtype)

@@ -1,6 +1,7 @@
 """The command line: `python -m minicohere generate --prompt ...` and `python -m minicohere chat`.
 
-Both default to the tiny Command-R bundled in assets/tiny-command-r/, so they work offline;
+Both default to the tiny Command-R bundled with the package (assets/tiny-command-r/ in a clone,
+minicohere/_assets/ in a regular install; see bundled.py), so they work offline;
 `--model CohereForAI/c4ai-command-r-v01 --device cuda --dtype bfloat16` runs the real one. Whatever goes
 wrong that the user can fix (a flag, a path, the network) is reported in one line on stderr, with a
 non-zero exit status and no traceback.
@@ -9,12 +10,19 @@ non-zero exit status and no traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
 from pathlib import Path
 
-# The bundled model lives next to the package in the repository (the package is installed editable).
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "tiny-command-r"
+from .bundled import bundled_path
+
+# Sampling defaults, filled in after parsing: a flag left at None was not given, which is how a sampling
+# flag given next to --greedy is told apart from its default.
+SAMPLING_DEFAULTS = dict(temperature=0.8, top_p=0.95)
+SAMPLING_FLAGS = dict(temperature="--temperature", top_k="--top-k", top_p="--top-p", min_p="--min-p",
+                      seed="--seed")
 
 
 class CliError(Exception):
@@ -37,6 +45,8 @@ def _number(cast, low=None, high=None, low_open=False, what=""):
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if cast is int else 'a number'}") from None
+        if not math.isfinite(value):  # float() takes "nan" and "inf", and nan passes every comparison below
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number: {what}")
         too_low = low is not None and (value <= low if low_open else value < low)
         if too_low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text} is out of range: {what}")
@@ -48,15 +58,43 @@ positive_float = _number(float, 0, low_open=True, what="must be > 0")
 positive_int = _number(int, 1, what="must be >= 1")
 probability = _number(float, 0, 1, low_open=True, what="must be in (0, 1]")
 fraction = _number(float, 0, 1, what="must be in [0, 1]")
+seed = _number(int, 0, 2**64 - 1, what="must be in [0, 2**64)")  # what torch.Generator.manual_seed takes
+
+
+def device(text: str) -> str:
+    """A device this machine can put tensors on; checked here so that a bad one fails before loading."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device (cpu, cuda, cuda:1, mps, ...)") from None
+    if dev.type == "meta":
+        raise argparse.ArgumentTypeError("meta tensors hold shapes but no values, so nothing can be generated "
+                                         "on them (try --device cpu)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU is available here (try --device cpu)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                                             f"cuda:{count - 1}")
+    elif dev.type != "cpu":
+        try:  # mps, xpu, ...: the one question every backend answers the same way
+            torch.empty(1, device=dev)
+        except Exception:
+            raise argparse.ArgumentTypeError(f"{text}: no {dev.type} device is available to this PyTorch "
+                                             "(try --device cpu)") from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     shared = OneLineParser(add_help=False)
     model = shared.add_argument_group("model")
-    model.add_argument("--model", default=str(BUNDLED_MODEL), metavar="PATH_OR_HUB_ID",
+    model.add_argument("--model", default=None, metavar="PATH_OR_HUB_ID",
                        help="checkpoint folder or hub id, e.g. CohereForAI/c4ai-command-r-v01 "
                             "(default: the bundled tiny-command-r)")
-    model.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    model.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     model.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                        help="weights' dtype (default: auto, the checkpoint's own)")
     model.add_argument("--token", default=os.environ.get("HF_TOKEN"),
@@ -64,14 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     decoding = shared.add_argument_group("decoding")
     decoding.add_argument("--max-new-tokens", type=positive_int, default=200, metavar="N",
                           help="at most N new tokens, fewer if the context ends first (default: 200)")
-    decoding.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    decoding.add_argument("--temperature", type=positive_float, default=0.8, metavar="T", help="(default: 0.8)")
+    decoding.add_argument("--greedy", action="store_true",
+                          help="always take the most likely token (no sampling flags with it)")
+    decoding.add_argument("--temperature", type=positive_float, default=None, metavar="T",
+                          help=f"(default: {SAMPLING_DEFAULTS['temperature']})")
     decoding.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="keep the K likeliest tokens")
-    decoding.add_argument("--top-p", type=probability, default=0.95, metavar="P",
-                          help="keep the likeliest tokens holding probability P (default: 0.95)")
+    decoding.add_argument("--top-p", type=probability, default=None, metavar="P",
+                          help="keep the likeliest tokens holding probability P "
+                               f"(default: {SAMPLING_DEFAULTS['top_p']})")
     decoding.add_argument("--min-p", type=fraction, default=None, metavar="M",
                           help="drop tokens less than M times as likely as the best")
-    decoding.add_argument("--seed", type=int, default=None, metavar="S", help="make sampling reproducible")
+    decoding.add_argument("--seed", type=seed, default=None, metavar="S", help="make sampling reproducible")
 
     parser = OneLineParser(prog="python -m minicohere",
                            description="Generate text or chat with a Command-R-architecture model "
@@ -87,6 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse, refuse --greedy next to a sampling flag (it would be ignored), then fill the sampling defaults."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = [f"{flag} {getattr(args, name)}" for name, flag in SAMPLING_FLAGS.items()
+             if getattr(args, name) is not None]
+    if args.greedy and given:
+        parser.exit(2, f"{parser.prog} {args.command}: error: --greedy always takes the likeliest token, so "
+                       f"{', '.join(given)} would be ignored; drop one or the other\n")
+    for name, value in SAMPLING_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
 # -- loading ----------------------------------------------------------------------------------------
 
 
@@ -94,19 +150,31 @@ def looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
+def check_folder(name: str) -> None:
+    """A local --model folder must hold a checkpoint and its tokenizer; say which file is missing, and where."""
+    folder = Path(name).expanduser()
+    if not folder.exists():
+        if not looks_like_hub_id(name):
+            raise CliError(f"--model {name}: no such folder (and not a hub id of the form org/name)")
+        return
+    if not folder.is_dir():
+        raise CliError(f"--model {name}: that is a file; pass the checkpoint folder that holds it")
+    for needed, what in (("config.json", "a checkpoint"), ("tokenizer.json", "its tokenizer")):
+        if not (folder / needed).is_file():
+            raise CliError(f"--model {name}: this folder has no {needed}, so it does not hold {what} "
+                           f"(expected {folder / needed})")
+
+
 def load(args):
     """(model, tokenizer) from a folder or the hub, or a CliError that says what is wrong."""
-    import torch
-
     import minicohere
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise CliError(f"--device {args.device}: no CUDA GPU is available here (try --device cpu)")
-    if not Path(args.model).expanduser().exists():
-        if args.model == str(BUNDLED_MODEL):
-            raise CliError(f"the bundled model is missing from {BUNDLED_MODEL}; pass --model PATH_OR_HUB_ID")
-        if not looks_like_hub_id(args.model):
-            raise CliError(f"--model {args.model}: no such folder (and not a hub id of the form org/name)")
+    if args.model is None:
+        try:
+            args.model = str(bundled_path("tiny-command-r"))
+        except FileNotFoundError as e:
+            raise CliError(f"{e} Or pass --model PATH_OR_HUB_ID.") from None
+    check_folder(args.model)
     try:
         model = minicohere.from_pretrained(args.model, dtype=args.dtype, device=args.device, token=args.token,
                                            progress=False)
@@ -155,9 +223,24 @@ def run_generate(args) -> None:
 
     model, tokenizer = load(args)
     ids = torch.tensor([tokenizer.encode(args.prompt)], device=args.device)
-    write(args.prompt)
-    model.generate(ids, max_new_tokens=room_for(model, ids.shape[1], args.max_new_tokens),
-                   streamer=TextStreamer(tokenizer, on_text=write), **decoding_options(args, args.device))
+    new_tokens = room_for(model, ids.shape[1], args.max_new_tokens)
+    started = False
+
+    def show(text: str) -> None:  # the prompt goes out with the first piece, so an error finds stdout empty
+        nonlocal started
+        if not started:
+            write(args.prompt)
+            started = True
+        write(text)
+
+    try:
+        model.generate(ids, max_new_tokens=new_tokens, streamer=TextStreamer(tokenizer, on_text=show),
+                       **decoding_options(args, args.device))
+    except ValueError as e:  # generate's own argument checks run before any token
+        if started:
+            raise
+        raise CliError(str(e)) from None
+    show("")
     write("\n")
 
 
@@ -219,8 +302,12 @@ def run_chat(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
+        # minicohere/__init__.py let Ctrl-C end `python -m minicohere` silently while torch was imported;
+        # from here on it is a KeyboardInterrupt, caught below.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        args = parse_args(argv)
         (run_generate if args.command == "generate" else run_chat)(args)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)

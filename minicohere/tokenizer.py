@@ -24,7 +24,6 @@ import torch
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as _FastTokenizer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------------------
 # Built-in chat templates. They render exactly the prompts of Command-R's own templates
@@ -438,8 +437,11 @@ class Tokenizer:
 
 
 def default_tokenizer_path() -> Path:
-    """Path of minicohere's own `assets/tokenizer/tokenizer.json` (in the source tree)."""
-    return REPO_ROOT / "assets" / "tokenizer" / "tokenizer.json"
+    """Path of minicohere's own tokenizer.json: assets/tokenizer/ in a clone, the package's copy in a regular
+    install (see bundled.py; FileNotFoundError names every place looked in)."""
+    from .bundled import bundled_path
+
+    return bundled_path("tokenizer/tokenizer.json")
 
 
 def _parse_chat_templates(value, source) -> dict[str, str]:
@@ -455,19 +457,39 @@ def _parse_chat_templates(value, source) -> dict[str, str]:
 
 
 def _download_from_hub(repo_id, token, revision):
-    """Fetch tokenizer.json (required) and tokenizer_config.json (optional) from the hub."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    """Fetch tokenizer.json (required) and tokenizer_config.json (optional) from the hub.
 
+    One metadata request, then the files: hf_hub_download would retry an unreachable hub with back-off
+    (about 23 s offline), snapshot_download gives up at once and falls back to the local cache. Every
+    failure is one line naming the repo id and what to do.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    where = repo_id + (f" (revision {revision})" if revision else "")
     try:
-        tokenizer_json = hf_hub_download(repo_id, "tokenizer.json", token=token, revision=revision)
-    except Exception as e:
-        hint = " (HF_HUB_OFFLINE is set, and it is not in the local cache)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise OSError(f"could not get tokenizer.json of {repo_id!r} from the Hugging Face hub{hint}: "
-                      f"{type(e).__name__}: {e}. Pass a local folder holding tokenizer.json, or check the "
-                      "repo id, revision and token (gated models need one).") from e
-    try:
-        config = hf_hub_download(repo_id, "tokenizer_config.json", token=token, revision=revision)
-    except EntryNotFoundError:
-        config = None
-    return tokenizer_json, config
+        folder = Path(snapshot_download(repo_id, revision=revision, token=token,
+                                        allow_patterns=["tokenizer.json", "tokenizer_config.json"]))
+    except GatedRepoError:
+        raise OSError(f"{where} is gated on the Hugging Face hub: accept its licence on the model page, then pass "
+                      "token=... (or log in with `hf auth login`)") from None
+    except RevisionNotFoundError:
+        raise OSError(f"{where}: the hub has no such revision") from None
+    except RepositoryNotFoundError:
+        raise OSError(f"{where}: no such repository on the Hugging Face hub (or it is private: pass token=...)") from None
+    except LocalEntryNotFoundError:
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") else ""
+        raise OSError(f"{where}: the hub cannot be reached{offline} and its tokenizer is not in the "
+                      "local cache; connect and retry (a gated model also needs a token), or pass a local folder "
+                      "holding tokenizer.json") from None
+    except HfHubHTTPError as e:
+        raise OSError(f"{where}: the hub refused the download: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # the connection dropped or a proxy interfered: the network library's own errors
+        raise OSError(f"{where}: downloading its tokenizer from the Hugging Face hub failed ({type(e).__name__}: "
+                      f"{(str(e).splitlines() or [''])[0]}); check the network and retry, or pass a local folder "
+                      "holding tokenizer.json") from None
+    if not (folder / "tokenizer.json").is_file():
+        raise OSError(f"{where} has no tokenizer.json on the hub (or in the local cache)")
+    config = folder / "tokenizer_config.json"
+    return folder / "tokenizer.json", (config if config.is_file() else None)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer as FastTokenizer
 
+from minicohere import Tokenizer
 from minicohere.bpe import ByteLevelBPE, bpe_merge_word, bytes_to_unicode, nfc, pretokenize, split_digits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,20 +92,30 @@ def test_bpe_merge_word_merges_repeated_pairs_left_to_right():
 @pytest.mark.parametrize("text", MIXED_TEXTS)
 def test_own_tokenizer_matches_library(own, text):
     bpe, fast = own
-    assert bpe.encode(text) == fast.encode(text, add_special_tokens=False).ids
+    assert bpe.encode(text, add_special_tokens=False) == fast.encode(text, add_special_tokens=False).ids
     assert bpe.encode(text, add_special_tokens=True) == fast.encode(text).ids
+
+
+def test_encode_defaults_agree_with_tokenizer_and_library(own):
+    # one default everywhere (Hugging Face's): BOS in front unless add_special_tokens=False
+    bpe, fast = own
+    wrapped = Tokenizer.default()
+    text = "Hi there, 2024!"
+    assert bpe.encode(text) == wrapped.encode(text) == fast.encode(text).ids
+    assert bpe.encode(text)[0] == wrapped.bos_token_id
+    assert bpe.encode(text)[1:] == bpe.encode(text, add_special_tokens=False)
 
 
 def test_real_tokenizer_matches_library_on_mixed_texts(real):
     bpe, fast = real
     for text in MIXED_TEXTS:
-        assert bpe.encode(text) == fast.encode(text, add_special_tokens=False).ids, text
+        assert bpe.encode(text, add_special_tokens=False) == fast.encode(text, add_special_tokens=False).ids, text
 
 
 def test_real_tokenizer_gives_the_documented_ids(real):
     bpe, _ = real
     # ids published for CohereForAI/c4ai-command-r-v01 (shared README)
-    assert bpe.encode("Hello this is a test", add_special_tokens=True) == [5, 28339, 2075, 1801, 1671, 3282]
+    assert bpe.encode("Hello this is a test") == [5, 28339, 2075, 1801, 1671, 3282]
     assert bpe.vocab_size == 255_029  # 255,000 BPE entries + 29 added tokens
     assert len(bpe.ranks) == 253_333
 
@@ -113,7 +124,7 @@ def test_real_tokenizer_gives_the_documented_ids(real):
 def test_decode_inverts_encode_up_to_nfc(request, which):
     bpe, fast = request.getfixturevalue(which)
     for text in MIXED_TEXTS:
-        ids = bpe.encode(text)
+        ids = bpe.encode(text, add_special_tokens=False)
         assert bpe.decode(ids) == nfc(text)
         assert bpe.decode(ids) == fast.decode(ids, skip_special_tokens=False)
 

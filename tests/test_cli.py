@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -103,16 +104,96 @@ def test_unreachable_hub_id_is_one_line():
                           "NoSuchOrg/no-model", "cannot be reached")
 
 
+def main_in_process(capsys, *args):
+    """Run the CLI's main() here (no interpreter start-up): exit status, stdout, stderr."""
+    from minicohere.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's exit for a bad flag
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.mark.parametrize("flags, fragment", [
     (["--top-p", "1.5"], "--top-p: 1.5 is out of range"),
     (["--temperature", "0"], "--temperature: 0 is out of range"),
     (["--top-k", "many"], "--top-k: 'many' is not an integer"),
     (["--banana"], "unrecognized arguments: --banana"),
+    (["--temperature", "nan"], "--temperature: nan is not a finite number"),
+    (["--temperature", "inf"], "--temperature: inf is not a finite number"),
+    (["--top-p", "nan"], "--top-p: nan is not a finite number"),
+    (["--min-p", "nan"], "--min-p: nan is not a finite number"),
+    (["--top-k", "0"], "--top-k: 0 is out of range"),
+    (["--max-new-tokens", "0"], "--max-new-tokens: 0 is out of range"),
+    (["--seed", "-1"], "--seed: -1 is out of range"),
+    (["--seed", str(2**64)], f"--seed: {2**64} is out of range"),
+    (["--device", "tpu"], "--device: 'tpu' is not a device"),
+    (["--device", "meta"], "--device: meta tensors hold shapes but no values"),
+    (["--dtype", "float8"], "--dtype: invalid choice: 'float8'"),
 ])
-def test_bad_flags_are_one_line(flags, fragment):
-    out = run("generate", "--prompt", "hi", *flags)
-    assert out.returncode == 2
-    assert_one_line_error(out, fragment)
+def test_bad_flag_values_are_one_line_naming_the_flag_and_value(capsys, flags, fragment):
+    code, out, err = main_in_process(capsys, "generate", "--prompt", "hi", *flags)
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_a_device_this_machine_lacks_is_one_line_before_loading(capsys):
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has an mps device")
+    code, out, err = main_in_process(capsys, "generate", "--prompt", "hi", "--device", "mps")
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "--device: mps: no mps device is available" in err, err
+
+
+def test_bad_value_in_a_fresh_process_prints_nothing_on_stdout():
+    out = run("generate", "--prompt", "hi", "--temperature", "nan")
+    assert out.returncode == 2 and out.stdout == ""
+    assert_one_line_error(out, "--temperature: nan")
+
+
+@pytest.mark.parametrize("flags", [["--temperature", "0.5"], ["--top-p", "0.9", "--seed", "3"], ["--top-k", "5"],
+                                   ["--min-p", "0.1"]])
+def test_greedy_with_a_sampling_flag_is_refused_in_one_line(capsys, flags):
+    code, out, err = main_in_process(capsys, "generate", "--prompt", "hi", "--greedy", *flags)
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "--greedy" in err
+    assert " ".join(flags[:2]) in err, err  # names the flag and its value
+
+
+def test_a_folder_without_config_json_is_named_as_the_folder(capsys, tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    code, out, err = main_in_process(capsys, "generate", "--prompt", "hi", "--model", str(tmp_path))
+    assert code == 1 and out == ""
+    assert err.splitlines() == [f"error: --model {tmp_path}: this folder has no config.json, so it does not hold a "
+                                f"checkpoint (expected {tmp_path / 'config.json'})"]
+
+
+def test_missing_bundled_model_names_every_place_looked_in(capsys, monkeypatch, tmp_path):
+    import minicohere.bundled
+
+    monkeypatch.setattr(minicohere.bundled, "asset_roots", lambda: [tmp_path / "a", tmp_path / "b"])
+    code, out, err = main_in_process(capsys, "generate", "--prompt", "hi")
+    assert code == 1 and out == ""
+    assert len(err.splitlines()) == 1
+    assert str(tmp_path / "a" / "tiny-command-r") in err and str(tmp_path / "b" / "tiny-command-r") in err
+
+
+def test_a_generate_error_leaves_stdout_empty(capsys, monkeypatch):
+    # generate's own checks run before the first token, so the prompt must not be echoed before them
+    import minicohere.model
+
+    def refuse(*args, **kwargs):
+        raise ValueError("max_new_tokens=5 is wrong somehow")
+
+    monkeypatch.setattr(minicohere.model.CohereForCausalLM, "generate", refuse)
+    code, out, err = main_in_process(capsys, "generate", "--prompt", "hi", "--max-new-tokens", "5")
+    assert code == 1 and out == ""
+    assert err.splitlines() == ["error: max_new_tokens=5 is wrong somehow"]
 
 
 def test_cuda_request_without_a_gpu_is_one_line():
@@ -121,3 +202,30 @@ def test_cuda_request_without_a_gpu_is_one_line():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     assert_one_line_error(run("generate", "--prompt", "hi", "--device", "cuda"), "no CUDA GPU")
+
+
+def test_ctrl_c_while_torch_is_imported_exits_quietly():
+    maps = "/proc/{}/maps"
+    if not os.path.exists(maps.format(os.getpid())):
+        pytest.skip("needs /proc to see when torch's library is being loaded")
+    cli = subprocess.Popen([sys.executable, "-m", "minicohere", "generate", "--prompt", "hi", "--greedy"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+    try:
+        # wait until libtorch is mapped: `import torch` has begun, minicohere's __init__ is running
+        for _ in range(3000):
+            try:
+                with open(maps.format(cli.pid)) as f:
+                    if "libtorch" in f.read():
+                        break
+            except FileNotFoundError:
+                pass
+            time.sleep(0.01)
+        else:
+            pytest.fail("torch was never loaded")
+        cli.send_signal(signal.SIGINT)
+        stdout, stderr = cli.communicate(timeout=60)
+    finally:
+        cli.kill()
+    assert cli.returncode in (130, -signal.SIGINT), (cli.returncode, stderr)
+    assert stdout == ""
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
