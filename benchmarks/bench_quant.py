@@ -130,12 +130,15 @@ LOAD_SNIPPET = r"""
 import json, sys, torch, minicohere
 from minicohere.quant import parameter_bytes
 
-def status_kib(key):  # VmHWM (the peak) starts afresh at exec, unlike getrusage's ru_maxrss
+def status_kib(key):  # VmHWM: the peak RSS, which clear_refs can reset (getrusage's cannot be)
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1])
 
 path, scheme, kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+minicohere.from_pretrained(minicohere.bundled_path("tiny-command-r"), progress=False, quantize="int8")  # imports
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM, the peak, to the current RSS
 before = status_kib("VmRSS")
 if scheme in ("fp32", "bf16"):
     m = minicohere.from_pretrained(path, progress=False, dtype={"fp32": "float32", "bf16": "bfloat16"}[scheme])
@@ -198,7 +201,7 @@ def write_true_width(folder: Path) -> Path:
         f.write(len(raw).to_bytes(8, "little") + raw)
         for name, shape in shapes.items():
             if len(shape) == 1:
-                f.write(torch.ones(shape, dtype=torch.bfloat16).numpy().view("uint16").tobytes())
+                f.write(torch.ones(shape, dtype=torch.bfloat16).view(torch.int16).numpy().tobytes())
                 continue
             for i in range(0, shape[0], 4096):
                 rows = torch.randn(min(4096, shape[0] - i), shape[1], generator=g).mul_(0.02).to(torch.bfloat16)

@@ -41,7 +41,7 @@ SCHEMES = ("int8", "int4", "nf4")
 MIN_GROUP, MAX_GROUP = 32, 128
 NF4_BLOCK = 64  # QLoRA's block size for NF4's absmax
 KERNEL_DTYPE = torch.bfloat16  # the CPU kernels take bf16 activations and bf16 scales
-ROWS_PER_CHUNK = 2048  # rows quantized at once: bounds the fp32 scratch memory for a huge matrix
+CHUNK_ELEMENTS = 2 ** 21  # weights quantized at once: bounds the fp32 scratch memory for a huge matrix
 
 
 def check_scheme(scheme: str, group_size: int) -> None:
@@ -53,6 +53,12 @@ def check_scheme(scheme: str, group_size: int) -> None:
                 or group_size > MAX_GROUP or group_size & (group_size - 1)):
             raise ValueError(f"group_size={group_size!r}: int4 needs a power of two from {MIN_GROUP} to "
                              f"{MAX_GROUP} (32, 64 or 128)")
+
+
+def row_chunks(w: torch.Tensor):
+    """Slices of whole rows, about CHUNK_ELEMENTS weights each (rows are quantized independently)."""
+    step = max(1, CHUNK_ELEMENTS // max(1, w.shape[1]))
+    return [slice(i, i + step) for i in range(0, w.shape[0], step)]
 
 
 def pad_columns(w: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -80,11 +86,11 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
     scale = torch.empty(w.shape[0], dtype=KERNEL_DTYPE, device=w.device)
-    for i in range(0, w.shape[0], ROWS_PER_CHUNK):
-        rows = w[i:i + ROWS_PER_CHUNK].float()
+    for rows_ in row_chunks(w):
+        rows = w[rows_].float()
         s = (rows.abs().amax(dim=1) / 127).clamp(min=1e-12).to(KERNEL_DTYPE)
-        q[i:i + ROWS_PER_CHUNK] = (rows / s.float()[:, None]).round().clamp(-127, 127).to(torch.int8)
-        scale[i:i + ROWS_PER_CHUNK] = s
+        q[rows_] = (rows / s.float()[:, None]).round().clamp(-127, 127).to(torch.int8)
+        scale[rows_] = s
     return q, scale
 
 
@@ -111,7 +117,7 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
     blocks = q.to(torch.uint8).view(N // PACK_BLOCK, 2, PACK_BLOCK // 2, K)  # [block, low/high half, j, k]
     low, high = blocks[:, 0], blocks[:, 1]
     packed = (low | (high << 4)).transpose(1, 2)  # [block, k, j]: the kernel walks k, then j
-    return packed.reshape(N, K // 2)
+    return packed.reshape(N, K // 2).contiguous()
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
@@ -150,8 +156,8 @@ def quantize_int4(w: torch.Tensor, group_size: int, symmetric: bool = False):
     q = torch.empty(N, K, dtype=torch.uint8, device=w.device)
     scale = torch.empty(N, G, dtype=KERNEL_DTYPE, device=w.device)
     offset = torch.zeros(N, G, dtype=KERNEL_DTYPE, device=w.device)
-    for i in range(0, N, ROWS_PER_CHUNK):
-        groups = w[i:i + ROWS_PER_CHUNK].float().view(-1, G, group_size)
+    for rows_ in row_chunks(w):
+        groups = w[rows_].float().view(-1, G, group_size)
         if symmetric:
             s = (groups.abs().amax(dim=-1) / 7).clamp(min=1e-12).to(KERNEL_DTYPE).float()
             o = torch.zeros_like(s)
@@ -160,8 +166,8 @@ def quantize_int4(w: torch.Tensor, group_size: int, symmetric: bool = False):
             s = ((hi - lo) / 15).clamp(min=1e-12).to(KERNEL_DTYPE).float()
             o = (lo + 8 * s).to(KERNEL_DTYPE).float()
         levels = ((groups - o[..., None]) / s[..., None]).round() + 8
-        q[i:i + ROWS_PER_CHUNK] = levels.clamp(0, 15).to(torch.uint8).view(-1, K)
-        scale[i:i + ROWS_PER_CHUNK], offset[i:i + ROWS_PER_CHUNK] = s.to(KERNEL_DTYPE), o.to(KERNEL_DTYPE)
+        q[rows_] = levels.clamp(0, 15).to(torch.uint8).view(-1, K)
+        scale[rows_], offset[rows_] = s.to(KERNEL_DTYPE), o.to(KERNEL_DTYPE)
     return q, scale, offset
 
 
@@ -213,11 +219,11 @@ def quantize_nf4(w: torch.Tensor, block_size: int = NF4_BLOCK):
     midpoints = (levels[1:] + levels[:-1]) / 2  # nearest level = how many midpoints lie below
     q = torch.empty(N, K, dtype=torch.uint8, device=w.device)
     absmax = torch.empty(N, G, dtype=torch.float32, device=w.device)
-    for i in range(0, N, ROWS_PER_CHUNK):
-        blocks = w[i:i + ROWS_PER_CHUNK].float().view(-1, G, block_size)
+    for rows_ in row_chunks(w):
+        blocks = w[rows_].float().view(-1, G, block_size)
         a = blocks.abs().amax(dim=-1).clamp(min=1e-12)
-        q[i:i + ROWS_PER_CHUNK] = torch.bucketize(blocks / a[..., None], midpoints).to(torch.uint8).view(-1, K)
-        absmax[i:i + ROWS_PER_CHUNK] = a
+        q[rows_] = torch.bucketize(blocks / a[..., None], midpoints).to(torch.uint8).view(-1, K)
+        absmax[rows_] = a
     return q, absmax
 
 
@@ -274,7 +280,8 @@ class Int8Linear(QuantizedLinear):
     def forward(self, x):
         if x.device.type != "cpu":
             return super().forward(x)
-        out = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), self.qweight, self.scale)
+        h = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
+        out = torch._weight_int8pack_mm(h, self.qweight, self.scale)
         out = out.to(x.dtype).view(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias.to(x.dtype)
 
@@ -306,7 +313,7 @@ class Int4Linear(QuantizedLinear):
     def forward(self, x):
         if x.device.type != "cpu":
             return super().forward(x)
-        h = pad_columns(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), self.group_size)
+        h = pad_columns(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), self.group_size).contiguous()
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(h, self.qweight, self.group_size, self.scale_and_offset)
         out = out[:, :self.out_features].to(x.dtype).view(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias.to(x.dtype)
