@@ -41,7 +41,7 @@ SCHEMES = ("int8", "int4", "nf4")
 MIN_GROUP, MAX_GROUP = 32, 128
 NF4_BLOCK = 64  # QLoRA's block size for NF4's absmax
 KERNEL_DTYPE = torch.bfloat16  # the CPU kernels take bf16 activations and bf16 scales
-CHUNK_ELEMENTS = 2 ** 21  # weights quantized at once: bounds the fp32 scratch memory for a huge matrix
+CHUNK_ELEMENTS = 2 ** 18  # weights quantized at once: bounds the fp32 scratch memory for a huge matrix
 
 
 def check_scheme(scheme: str, group_size: int) -> None:
@@ -55,10 +55,19 @@ def check_scheme(scheme: str, group_size: int) -> None:
                              f"{MAX_GROUP} (32, 64 or 128)")
 
 
-def row_chunks(w: torch.Tensor):
-    """Slices of whole rows, about CHUNK_ELEMENTS weights each (rows are quantized independently)."""
-    step = max(1, CHUNK_ELEMENTS // max(1, w.shape[1]))
-    return [slice(i, i + step) for i in range(0, w.shape[0], step)]
+def by_row_slices(w: torch.Tensor, quantize_rows, rows_multiple: int = 1) -> list[torch.Tensor]:
+    """quantize_rows(w) computed a slice of rows at a time (rows are quantized independently), its outputs
+    written into tensors allocated once: the fp32 scratch stays near CHUNK_ELEMENTS weights even for a
+    256000-row embedding, instead of several full-size temporaries."""
+    step = max(1, CHUNK_ELEMENTS // max(1, w.shape[1]) // rows_multiple) * rows_multiple
+    results = None
+    for start in range(0, w.shape[0], step):
+        parts = quantize_rows(w[start:start + step])
+        if results is None:
+            results = [torch.empty((w.shape[0], *p.shape[1:]), dtype=p.dtype, device=p.device) for p in parts]
+        for result, part in zip(results, parts):
+            result[start:start + step] = part
+    return results
 
 
 def pad_columns(w: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -84,13 +93,9 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     computed, so q * scale is exactly what the kernel multiplies by; the error per weight stays within
     half a step, scale / 2.
     """
-    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
-    scale = torch.empty(w.shape[0], dtype=KERNEL_DTYPE, device=w.device)
-    for rows_ in row_chunks(w):
-        rows = w[rows_].float()
-        s = (rows.abs().amax(dim=1) / 127).clamp(min=1e-12).to(KERNEL_DTYPE)
-        q[rows_] = (rows / s.float()[:, None]).round().clamp(-127, 127).to(torch.int8)
-        scale[rows_] = s
+    w = w.float()
+    scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).to(KERNEL_DTYPE)
+    q = (w / scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8)
     return q, scale
 
 
@@ -150,25 +155,18 @@ def quantize_int4(w: torch.Tensor, group_size: int, symmetric: bool = False):
                   q = 15 on the maximum: all 16 levels used, which halves the error for one-sided groups.
     Scale and offset are rounded to bf16 before q is computed, for the same reason as in int8.
     """
-    w = pad_columns(w, group_size)
+    w = pad_columns(w.float(), group_size)
     N, K = w.shape
-    G = K // group_size
-    q = torch.empty(N, K, dtype=torch.uint8, device=w.device)
-    scale = torch.empty(N, G, dtype=KERNEL_DTYPE, device=w.device)
-    offset = torch.zeros(N, G, dtype=KERNEL_DTYPE, device=w.device)
-    for rows_ in row_chunks(w):
-        groups = w[rows_].float().view(-1, G, group_size)
-        if symmetric:
-            s = (groups.abs().amax(dim=-1) / 7).clamp(min=1e-12).to(KERNEL_DTYPE).float()
-            o = torch.zeros_like(s)
-        else:
-            lo, hi = groups.amin(dim=-1), groups.amax(dim=-1)
-            s = ((hi - lo) / 15).clamp(min=1e-12).to(KERNEL_DTYPE).float()
-            o = (lo + 8 * s).to(KERNEL_DTYPE).float()
-        levels = ((groups - o[..., None]) / s[..., None]).round() + 8
-        q[rows_] = levels.clamp(0, 15).to(torch.uint8).view(-1, K)
-        scale[rows_], offset[rows_] = s.to(KERNEL_DTYPE), o.to(KERNEL_DTYPE)
-    return q, scale, offset
+    groups = w.view(N, K // group_size, group_size)
+    if symmetric:
+        scale = (groups.abs().amax(dim=-1) / 7).clamp(min=1e-12).to(KERNEL_DTYPE)
+        offset = torch.zeros_like(scale)
+    else:
+        lo, hi = groups.amin(dim=-1), groups.amax(dim=-1)
+        scale = ((hi - lo) / 15).clamp(min=1e-12).to(KERNEL_DTYPE)
+        offset = (lo + 8 * scale.float()).to(KERNEL_DTYPE)
+    levels = ((groups - offset.float()[..., None]) / scale.float()[..., None]).round() + 8
+    return levels.clamp(0, 15).to(torch.uint8).view(N, K), scale, offset
 
 
 def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, dtype=torch.float32):
@@ -212,19 +210,14 @@ def quantize_nf4(w: torch.Tensor, block_size: int = NF4_BLOCK):
 
     Each weight, divided by its block's absmax (so it lies in [-1, 1]), goes to the nearest level.
     """
-    w = pad_columns(w, block_size)
+    w = pad_columns(w.float(), block_size)
     N, K = w.shape
-    G = K // block_size
+    blocks = w.view(N, K // block_size, block_size)
+    absmax = blocks.abs().amax(dim=-1).clamp(min=1e-12)
     levels = NF4_LEVELS.to(w.device)
     midpoints = (levels[1:] + levels[:-1]) / 2  # nearest level = how many midpoints lie below
-    q = torch.empty(N, K, dtype=torch.uint8, device=w.device)
-    absmax = torch.empty(N, G, dtype=torch.float32, device=w.device)
-    for rows_ in row_chunks(w):
-        blocks = w[rows_].float().view(-1, G, block_size)
-        a = blocks.abs().amax(dim=-1).clamp(min=1e-12)
-        q[rows_] = torch.bucketize(blocks / a[..., None], midpoints).to(torch.uint8).view(-1, K)
-        absmax[rows_] = a
-    return q, absmax
+    q = torch.bucketize(blocks / absmax[..., None], midpoints).to(torch.uint8)
+    return q.view(N, K), absmax
 
 
 def dequantize_nf4(q: torch.Tensor, absmax: torch.Tensor, dtype=torch.float32):
@@ -269,7 +262,7 @@ class Int8Linear(QuantizedLinear):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__(weight.shape[1], weight.shape[0], bias)
-        q, scale = quantize_int8(weight)
+        q, scale = by_row_slices(weight, quantize_int8)
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale)
 
@@ -298,8 +291,12 @@ class Int4Linear(QuantizedLinear):
         self.group_size, self.symmetric = group_size, symmetric
         # Pad the rows to whole blocks of 64 for the packing; the extra (zero) rows are cut off after the
         # multiply. Every Command-R matrix is already a multiple of 64 tall.
-        q, scale, offset = quantize_int4(pad_rows(weight, PACK_BLOCK), group_size, symmetric)
-        self.register_buffer("qweight", pack_int4(q))  # [N', K' / 2] uint8
+        def quantize_and_pack(rows):
+            q, scale, offset = quantize_int4(rows, group_size, symmetric)
+            return pack_int4(q), scale, offset
+
+        packed, scale, offset = by_row_slices(pad_rows(weight, PACK_BLOCK), quantize_and_pack, PACK_BLOCK)
+        self.register_buffer("qweight", packed)  # [N', K' / 2] uint8
         # The kernel wants scale and offset side by side, group-major: [G, N', 2].
         self.register_buffer("scale_and_offset", torch.stack([scale, offset], dim=-1).transpose(0, 1).contiguous())
 
@@ -330,8 +327,12 @@ class NF4Linear(QuantizedLinear):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, block_size: int = NF4_BLOCK):
         super().__init__(weight.shape[1], weight.shape[0], bias)
         self.block_size = block_size
-        q, absmax = quantize_nf4(pad_rows(weight, PACK_BLOCK), block_size)
-        self.register_buffer("qweight", pack_int4(q))
+        def quantize_and_pack(rows):
+            q, absmax = quantize_nf4(rows, block_size)
+            return pack_int4(q), absmax
+
+        packed, absmax = by_row_slices(pad_rows(weight, PACK_BLOCK), quantize_and_pack, PACK_BLOCK)
+        self.register_buffer("qweight", packed)
         self.register_buffer("absmax", absmax)
 
     def dequantize_rows(self, rows, dtype=torch.float32):

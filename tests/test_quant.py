@@ -232,6 +232,6 @@ def test_quantize_while_loading_peaks_near_the_quantized_size_not_the_checkpoint
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout.strip().splitlines()[-1])
     # The quantized model, one tensor as stored, and the quantizer's fp32 scratch for a slice of rows.
-    scratch = 6 * quant.CHUNK_ELEMENTS * 4
+    scratch = 8 * quant.CHUNK_ELEMENTS * 4
     assert r["rise"] < r["bytes"] + largest + scratch, (r, stored)
     assert r["rise"] < stored / 2, (r, stored)  # the bf16 checkpoint never sits in memory whole
