@@ -10,6 +10,11 @@
     8. KV caches                growing and preallocated                        (notebook 08)
     9. sampling and generate    warpers as pure functions, greedy, streaming    (notebook 09)
 
+Generation has one decode path: the prompt goes through `CohereForCausalLM.forward`, every later token
+through `CohereForCausalLM.decode_step`, which runs the same modules (so any module that replaces an
+nn.Linear, such as a quantized one, runs too) with the per-step work (rotations, masks, checks) done
+once per `generate` call instead of once per token.
+
 Loading and saving real checkpoints (notebook 10) lives in `checkpoint.py`. Parameter names follow the
 Hugging Face checkpoints (`q_proj`, `input_layernorm`, `rope_theta`) so weights load by name.
 """
@@ -186,11 +191,12 @@ class CohereLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # F.layer_norm is the formula (x - mean) / sqrt(var + eps) in one fused kernel, much cheaper
-        # than five small ops at decode time; notebook 03 writes it out step by step.
-        dtype = x.dtype
-        normed = F.layer_norm(x.float(), x.shape[-1:], eps=self.eps)
-        return (self.weight.float() * normed).to(dtype)
+        # F.layer_norm is the formula weight * (x - mean) / sqrt(var + eps) in one fused kernel, much
+        # cheaper than six small ops at decode time; notebook 03 writes it out step by step.
+        if self.weight.dim() == 1:  # the weight goes into the kernel too
+            return F.layer_norm(x.float(), x.shape[-1:], self.weight.float(), eps=self.eps).to(x.dtype)
+        # per-head weights [heads, head_dim] (q/k norm): normalise over head_dim, then scale each head
+        return (self.weight.float() * F.layer_norm(x.float(), x.shape[-1:], eps=self.eps)).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -322,7 +328,8 @@ def rotary_turn(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 
 def rotate_by(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
     """Turn each adjacent pair (x0, x1) of x, read as the complex number x0 + i x1, by multiplying."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    # (view, not unflatten: at decode time this runs twice per layer per token, and view is the cheaper call)
+    pairs = torch.view_as_complex(x.float().view(*x.shape[:-1], -1, 2))
     return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
 
 
@@ -405,16 +412,27 @@ class CohereAttention(nn.Module):
             self.q_norm = CohereLayerNorm((self.n_heads, self.head_dim), eps=config.layer_norm_eps)
             self.k_norm = CohereLayerNorm((self.n_kv_heads, self.head_dim), eps=config.layer_norm_eps)
 
-    def forward(self, x, cos, sin, mask=None, is_causal=False, cache=None, eager=False):
-        B, T, _ = x.shape
+    def forward(self, x, cos=None, sin=None, mask=None, is_causal=False, cache=None, eager=False, turn=None):
+        """Attention over x [B, T, hidden]; returns (output, weights or None).
+
+        The rotation comes as the cos/sin tables, or as `turn`, the same angles already made into complex
+        numbers (what the model passes: computed once per forward, not once per layer). Neither: no
+        rotation at all (the NoPE layers of cohere2).
+        """
+        # [B, hidden] is a batch of single tokens (how `decode_step` runs: with no sequence axis the linear
+        # layers have nothing to fold away); [B, T, hidden] a batch of sequences.
+        B, T = (x.shape[0], 1) if x.dim() == 2 else x.shape[:2]
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         if self.use_qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, head_dim]
-        q, k = apply_rotary(q, k, cos, sin)
-        if cache is not None:  # append this step's keys/values, attend over everything so far
+        if turn is None and cos is not None:
+            turn = rotary_turn(cos, sin).unsqueeze(1)
+        if turn is not None:
+            q, k = rotate_by(q, turn), rotate_by(k, turn)
+        if cache is not None:  # append this step's keys/values, attend over everything the cache holds
             k, v = cache.update(self.layer_idx, k, v)
         dropout = self.dropout if self.training else 0.0
         if eager:
@@ -423,7 +441,7 @@ class CohereAttention(nn.Module):
             out, weights = eager_attention(q, k, v, mask, self.scale, dropout)
         else:
             out, weights = sdpa_attention(q, k, v, mask, self.scale, dropout, is_causal)
-        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        out = out.transpose(1, 2).reshape(*x.shape[:-1], self.n_heads * self.head_dim)
         return self.o_proj(out), weights
 
 
@@ -458,13 +476,14 @@ class CohereDecoderLayer(nn.Module):
 
     def __init__(self, config: CohereConfig, layer_idx: int):
         super().__init__()
+        self.attention_type = "full_attention"
         self.input_layernorm = CohereLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.self_attn = CohereAttention(config, layer_idx)
         self.mlp = CohereMLP(config)
 
-    def forward(self, x, cos, sin, mask=None, is_causal=False, cache=None, eager=False):
+    def forward(self, x, cos=None, sin=None, mask=None, is_causal=False, cache=None, eager=False, turn=None):
         h = self.input_layernorm(x)
-        attn_out, weights = self.self_attn(h, cos, sin, mask, is_causal, cache, eager)
+        attn_out, weights = self.self_attn(h, cos, sin, mask, is_causal, cache, eager, turn)
         return x + attn_out + self.mlp(h), weights
 
 
@@ -515,21 +534,43 @@ class CohereModel(nn.Module):
             if bool(attention_mask.all()):
                 attention_mask = None  # nothing padded: take the fast unmasked path
         eager = output_attentions or self.attn_implementation == "eager"
-        # The cheapest mask that is right: none for one new token, the kernel's own causal flag for a
-        # fresh unpadded prompt, an explicit boolean mask otherwise.
+        masks = self.attention_masks(attention_mask, T, past, inputs_embeds.device, eager)
+        turns = self.rotations(position_ids)
+        return self.run_layers(inputs_embeds, turns, masks, cache, eager, output_hidden_states, output_attentions)
+
+    def attention_masks(self, attention_mask, T: int, past: int, device, eager: bool = False) -> dict:
+        """{layer type: (mask, is_causal)}: what each kind of layer attends over for T new tokens after
+        `past` cached ones. The cheapest form that is right: no mask for one new token, the kernel's own
+        causal flag for a fresh unpadded prompt, an explicit boolean mask otherwise."""
         mask, is_causal = None, False
         if attention_mask is not None or (past > 0 and T > 1) or (eager and T > 1):
-            mask = causal_mask(attention_mask, T, past, inputs_embeds.device)
+            mask = causal_mask(attention_mask, T, past, device)
         elif T > 1:
             is_causal = True
+        return {"full_attention": (mask, is_causal)}
 
-        cos, sin = self.rotary_emb(inputs_embeds, position_ids)
-        x = inputs_embeds
+    def rotations(self, position_ids: torch.Tensor) -> dict:
+        """{layer type: turn}: the rotary angles of these positions as complex numbers [B, 1, T, head_dim/2],
+        computed once per forward and shared by every layer of that type."""
+        cos, sin = self.rotary_emb(self.embed_tokens.weight, position_ids)
+        return {"full_attention": rotary_turn(cos, sin).unsqueeze(1)}
+
+    def rotary_table(self, max_len: int) -> torch.Tensor:
+        """The turns of positions 0..max_len-1, [max_len, head_dim/2] complex: `generate` computes them once
+        and looks each step's up by position (not for the dynamic type, whose angles depend on the length)."""
+        positions = torch.arange(max_len, device=self.embed_tokens.weight.device)[None]
+        return self.rotations(positions)["full_attention"][0, 0]
+
+    def run_layers(self, x, turns: dict, masks: dict, cache=None, eager=False, output_hidden_states=False,
+                   output_attentions=False) -> ModelOutput:
+        """The blocks and the final norm over embeddings x [B, T, hidden], given each layer type's rotation
+        and mask. `forward` builds those from ids and padding; `generate` builds them once and reuses them."""
         hidden_states, attentions = [], []
         for layer in self.layers:
             if output_hidden_states:
                 hidden_states.append(x)
-            x, weights = layer(x, cos, sin, mask, is_causal, cache, eager)
+            mask, is_causal = masks[layer.attention_type]
+            x, weights = layer(x, None, None, mask, is_causal, cache, eager, turns[layer.attention_type])
             if output_attentions:
                 attentions.append(weights)
         x = self.norm(x)
@@ -601,6 +642,13 @@ class CohereForCausalLM(nn.Module):
         if labels is not None:
             out.loss = causal_lm_loss(out.logits, labels)
         return out
+
+    def decode_step(self, input_ids: torch.Tensor, turns: dict, masks: dict, cache) -> torch.Tensor:
+        """Logits [B, V] for one new token per row (`input_ids` [B, 1]), appended to `cache`: the forward
+        pass through the same modules, minus the work `generate` has done once for the whole call
+        (checking ids, building masks and rotations, keeping the hidden states of every position)."""
+        x = self.model.embed_tokens(input_ids.view(-1))  # [B, hidden]: one token per row, no sequence axis
+        return self.lm_head(self.model.run_layers(x, turns, masks, cache).last_hidden_state) * self.logit_scale
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied matrix is counted once
@@ -676,77 +724,6 @@ class StaticKVCache:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
-
-
-class SlotWriter:
-    """Writes one step into a StaticKVCache at slot `slot` (a tensor) and hands attention all `max_len`
-    slots, unfilled ones masked: the shapes never change, which is what torch.compile needs."""
-
-    def __init__(self, cache: StaticKVCache):
-        self.cache = cache
-        self.slot = torch.zeros(1, dtype=torch.long, device=cache.keys[0].device)
-
-    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
-        self.cache.keys[layer_idx].index_copy_(2, self.slot, k)
-        self.cache.values[layer_idx].index_copy_(2, self.slot, v)
-        return self.cache.keys[layer_idx], self.cache.values[layer_idx]
-
-
-def decode_step(model: "CohereForCausalLM", token: torch.Tensor, position: torch.Tensor, writer: SlotWriter,
-                mask: torch.Tensor) -> torch.Tensor:
-    """Logits [B, V] for one new token per row, at fixed shapes: the piece `generate(compile=True)`
-    hands to torch.compile. `mask` [B, 1, 1, max_len] says which cache slots each row may look at."""
-    inner = model.model
-    x = inner.embed_tokens(token)
-    cos, sin = inner.rotary_emb(x, position)
-    for layer in inner.layers:
-        x, _ = layer(x, cos, sin, mask, False, writer)
-    return model.lm_head(inner.norm(x))[:, -1] * model.logit_scale
-
-
-# The eager decode step of `generate`. At batch 1 a step of a small model is hundreds of tiny tensor
-# ops whose Python and dispatch cost rivals the matrix products, so this step does the forward pass's
-# arithmetic (the same kernels, so the same tokens: tests hold it to the forward's logits) with the
-# overhead cut: no module calls (the norms run their own `forward`, skipping the hook machinery), no
-# token-id check, no attention mask or rotary angles rebuilt per step.
-
-
-def rotary_turns(model: "CohereForCausalLM", max_len: int) -> torch.Tensor:
-    """cos + i sin of each pair's angle at positions 0..max_len-1, [max_len, head_dim/2] complex:
-    what `apply_rotary` multiplies by, computed once per generate and looked up by position."""
-    positions = torch.arange(max_len, device=model.device)[None]
-    cos, sin = model.model.rotary_emb(torch.empty(0, dtype=model.dtype), positions)
-    return rotary_turn(cos[0], sin[0])
-
-
-def fast_decode_step(model: "CohereForCausalLM", token: torch.Tensor, turn: torch.Tensor, cache: StaticKVCache,
-                     mask: torch.Tensor | None) -> torch.Tensor:
-    """Logits [B, V] for one new token per row (`token` [B, 1]), appended to `cache`.
-
-    `turn` [B, 1, 1, head_dim/2] is each row's rotation (rows of `rotary_turns`); `mask` is None or
-    [B, 1, 1, cached + 1], True where a row may look. With one token per row the activations stay
-    [B, features] (no sequence axis to reshape around), and a head split is a free view.
-    """
-    inner = model.model
-    B = token.shape[0]
-    x = F.embedding(token.view(B), inner.embed_tokens.weight)
-    for i, layer in enumerate(inner.layers):
-        attn, mlp = layer.self_attn, layer.mlp
-        n_heads, n_kv, dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        h = layer.input_layernorm.forward(x)
-        q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(B, n_heads, 1, dim)
-        k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(B, n_kv, 1, dim)
-        v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(B, n_kv, 1, dim)
-        if attn.use_qk_norm:  # per-head weights [heads, head_dim]
-            q = attn.q_norm.forward(q.view(B, n_heads, dim)).view(B, n_heads, 1, dim)
-            k = attn.k_norm.forward(k.view(B, n_kv, dim)).view(B, n_kv, 1, dim)
-        k, v = cache.update(i, rotate_by(k, turn), v)
-        out = F.scaled_dot_product_attention(rotate_by(q, turn), k, v, attn_mask=mask, scale=attn.scale,
-                                             enable_gqa=n_heads != n_kv)
-        out = F.linear(out.view(B, -1), attn.o_proj.weight, attn.o_proj.bias)
-        gated = F.silu(F.linear(h, mlp.gate_proj.weight)) * F.linear(h, mlp.up_proj.weight)
-        x = x + out + F.linear(gated, mlp.down_proj.weight)
-    return F.linear(inner.norm.forward(x), model.lm_head.weight) * model.logit_scale
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -844,27 +821,29 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
              max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, min_p: float | None = None, eos_token_id=_FROM_CONFIG,
              pad_token_id: int | None = None, generator: torch.Generator | None = None, streamer=None,
-             cache: str | None = "static", compile: bool = False, progress: bool = False) -> torch.Tensor:
+             cache: str | None = "static", progress: bool = False) -> torch.Tensor:
     """Continue each prompt by up to max_new_tokens tokens; returns prompt + new tokens, [B, T + n].
 
     Left-padded batches (attention_mask 0 on the left) give, row for row, what each prompt gives alone.
     A row that emits an eos token is finished: later positions get pad_token_id. `cache` is "static"
     (preallocated buffers), "dynamic" (the growing KVCache) or None (recompute everything each step).
-    `compile=True` runs each decode step through torch.compile (static cache only; the first call pays
-    the compilation). `streamer` is any object with put(token_ids) and end(), such as TextStreamer.
+    `streamer` is any object with put(token_ids) and end(), such as TextStreamer.
+
+    One decode path: the prompt runs through the model's forward; with a cache, each later step feeds
+    only the newest token through the same modules (`CohereForCausalLM.decode_step`), with the
+    rotations and masks of every step worked out once here instead of once per step.
     """
     check_generate_args(model, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
                         min_p)
     if cache not in ("static", "dynamic", None):
         raise ValueError(f"cache={cache!r}: use 'static', 'dynamic' or None")
-    if compile and cache != "static":
-        raise ValueError(f"compile=True needs cache='static' (got cache={cache!r})")
     config = model.config
     eos = config.eos_token_id if eos_token_id is _FROM_CONFIG else eos_token_id
     eos = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
     pad = pad_token_id if pad_token_id is not None else (config.pad_token_id or 0)
     B, T = input_ids.shape
     device = input_ids.device
+    total = T + max_new_tokens
     if streamer is not None:
         streamer.put(input_ids.cpu())
 
@@ -872,26 +851,24 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
     padded = attention_mask is not None and not bool(attention_mask.all())
     mask = attention_mask.long() if padded else None
     positions = (mask.cumsum(-1) - 1).clamp(min=0) if padded else torch.arange(T, device=device)[None].expand(B, T)
-    kv = {"static": lambda: StaticKVCache(config, B, T + max_new_tokens, model.dtype, device),
+    kv = {"static": lambda: StaticKVCache(config, B, total, model.dtype, device),
           "dynamic": KVCache, None: lambda: None}[cache]()
-    # The eager static path runs fast_decode_step; the dynamic rope type rebuilds its frequencies as the
-    # sequence grows, so it keeps the full forward.
-    fast = cache == "static" and not compile and model.model.rotary_emb.rope_type != "dynamic"
-    if fast:
-        # Row r's step-s token sits at position positions[r, -1] + s: look all the rotations up once.
-        first = positions[:, -1:] + 1
-        turns = rotary_turns(model, T + max_new_tokens)[first + torch.arange(max_new_tokens, device=device)]
-    if compile or (fast and padded):  # one mask over every slot; each step sees its first `end` columns
-        slot_mask = torch.zeros(B, 1, 1, T + max_new_tokens, dtype=torch.bool, device=device)
-        slot_mask[:, 0, 0, :T] = mask.bool() if padded else True
-        if fast:
-            slot_mask[:, 0, 0, T:] = True
-    if compile:
-        step_fn = torch.compile(decode_step, dynamic=False)
-        writer = SlotWriter(kv)
+    if kv is not None:
+        # Row r's step-s token sits at position positions[r, -1] + s. The dynamic rope type's angles
+        # depend on how long the sequence has grown, so it asks the rotary module each step instead.
+        step_positions = positions[:, -1:] + torch.arange(1, max_new_tokens + 1, device=device)  # [B, n]
+        dynamic_rope = model.model.rotary_emb.rope_type == "dynamic"
+        if not dynamic_rope:
+            step_turns = model.model.rotary_table(total)[step_positions][:, :, None, None]  # [B, n, 1, 1, d/2]
+        # Which cached tokens each step may see: padding never, everything else always. Built once;
+        # step s reads its first T + s columns. Unpadded rows need no mask at all.
+        seen = None
+        if padded:
+            seen = torch.ones(B, 1, 1, total, dtype=torch.bool, device=device)
+            seen[:, 0, 0, :T] = mask.bool()
 
     # Filled in place; tokens[:, :end] is everything so far.
-    tokens = input_ids.new_full((B, T + max_new_tokens), pad)
+    tokens = input_ids.new_full((B, total), pad)
     tokens[:, :T] = input_ids
     end = T
     stops = eos.numel() > 0
@@ -902,17 +879,11 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
         if step == 0 or kv is None:  # the prompt (or, with no cache, everything so far)
             logits = model(tokens[:, :end], attention_mask=mask, position_ids=positions, cache=kv,
                            logits_to_keep=1).logits[:, -1]
-        elif fast:  # feed only the newest token; the cache holds the rest
-            step_mask = slot_mask[..., :end] if padded else None
-            logits = fast_decode_step(model, tokens[:, end - 1:end], turns[:, step - 1, None, None], kv, step_mask)
-        elif compile:
-            slot = end - 1
-            writer.slot.fill_(slot)
-            slot_mask[:, 0, 0, slot] = True
-            logits = step_fn(model, new[:, None], positions[:, -1:], writer, slot_mask)
-        else:
-            logits = model(tokens[:, end - 1:end], attention_mask=mask, position_ids=positions[:, -1:], cache=kv,
-                           logits_to_keep=1).logits[:, -1]
+        else:  # only the newest token; the cache holds the rest
+            turns = (model.model.rotations(step_positions[:, step - 1:step]) if dynamic_rope
+                     else {"full_attention": step_turns[:, step - 1]})
+            masks = {"full_attention": (None if seen is None else seen[..., :end], False)}
+            logits = model.decode_step(tokens[:, end - 1:end], turns, masks, kv)
         new = next_token(logits, do_sample, temperature, top_k, top_p, min_p, generator)
         if stops:
             new = torch.where(unfinished, new, pad)
@@ -924,14 +895,10 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
             unfinished &= ~torch.isin(new, eos)
             if not bool(unfinished.any()):
                 break
-        if fast:
-            continue
-        # Without a cache every position is fed again; with one, only the newest (a fresh tensor
-        # each step, so its layout never changes under torch.compile).
-        next_position = positions[:, -1:] + 1
-        positions = torch.cat([positions, next_position], dim=1) if kv is None else next_position.contiguous()
-        if mask is not None:
-            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+        if kv is None:  # every position is fed again next step
+            positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
     if streamer is not None:
         streamer.end()
     return tokens[:, :end].contiguous()
