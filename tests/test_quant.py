@@ -120,15 +120,15 @@ SCHEME_ARGS = [("int8", {}), ("int4", {"group_size": 32}), ("int4", {"group_size
 
 
 @pytest.mark.parametrize("scheme,kw", SCHEME_ARGS, ids=["int8", "int4-g32", "int4-g64-sym", "nf4"])
-def test_generate_on_a_quantized_model_is_the_same_in_every_cache_mode(saved_reference, scheme, kw):
-    model, _ = loaded(saved_reference)
-    q = minicohere.quantize(model, scheme, **kw)
-    prompt = torch.tensor([[1, 17, 42, 8, 63, 5], [0, 0, 1, 33, 2, 90]])
+def test_generate_on_a_quantized_model_is_the_same_in_every_cache_mode(scheme, kw):
+    # The bundled trained model: its continuations vary, where random weights repeat one token.
+    q = minicohere.from_pretrained(minicohere.bundled_path("tiny-command-r"), progress=False, quantize=scheme, **kw)
+    prompt = torch.tensor([[5, 312, 1042, 87, 630, 51], [0, 0, 5, 733, 2048, 90]])
     mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
     outs = {cache: q.generate(prompt, attention_mask=mask, max_new_tokens=10, eos_token_id=None, cache=cache)
             for cache in ("static", "dynamic", None)}
     assert torch.equal(outs["static"], outs["dynamic"]) and torch.equal(outs["dynamic"], outs[None])
-    assert len(set(outs[None][0, 6:].tolist())) > 1  # a varied continuation, not one token repeated
+    assert all(len(set(row[6:].tolist())) > 2 for row in outs[None])  # varied, not one token repeated
 
 
 def test_quantized_head_serves_the_tied_embedding_and_head_false_keeps_it(saved_reference):
