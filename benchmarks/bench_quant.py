@@ -15,7 +15,9 @@ true-width  the same memory measurement on a one-layer c4ai-command-r-v01 (hidde
             time and deleted afterwards. Needs ~7 GB of disk and up to ~10 GB of RAM (the fp32 row).
 speed       batch-1 greedy decode tok/s, minicohere and transformers on the same weights, alternating
             within one process, median of --rounds. transformers' quantized CPU path is tried through
-            optimum-quanto (int8 / int4 weights) when it imports.
+            optimum-quanto, torchao and bitsandbytes where they import (run it with a venv that has them:
+            python3 -m venv --system-site-packages V && V/bin/pip install --no-deps optimum-quanto torchao
+            bitsandbytes accelerate); a backend that fails is named with its error under the table.
 
 Prints markdown tables.
 """
@@ -253,19 +255,20 @@ def speed(path, out, threads, rounds, new_tokens):
         runs["transformers fp32"] = hf_gen(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval())
         runs["transformers bf16"] = hf_gen(AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval())
         notes = []
-        for weights in ("qint8", "qint4"):
+        for name, build in transformers_quantized(path).items():
             try:
-                from optimum.quanto import freeze, qint4, qint8, quantize as quanto_quantize
-                hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-                quanto_quantize(hf, weights={"qint8": qint8, "qint4": qint4}[weights])
-                freeze(hf)
-                runs[f"transformers + optimum-quanto {weights}"] = hf_gen(hf)
-            except Exception as e:  # not installed, or no CPU path: say which
-                notes.append(f"optimum-quanto {weights}: {type(e).__name__}: {str(e)[:120]}")
+                runs[f"transformers + {name}"] = hf_gen(build())
+            except Exception as e:  # not installed, or no CPU path: say which and why
+                notes.append(f"transformers + {name}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+    with torch.no_grad():  # not inference_mode: optimum-quanto's tensors refuse it
+        for name, gen in list(runs.items()):
+            try:
+                gen(prompt, 4)  # warm up, and find the backends that load but cannot run here
+            except Exception as e:
+                notes.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+                del runs[name]
     times = {k: [] for k in runs}
-    with torch.inference_mode():
-        for gen in runs.values():
-            gen(prompt, 4)  # warm up
+    with torch.no_grad():
         for _ in range(rounds):
             for name, gen in runs.items():  # alternate, so drift in the machine's load hits every row
                 tps, _ = decode_tps(gen, prompt, new_tokens)
@@ -280,6 +283,46 @@ def speed(path, out, threads, rounds, new_tokens):
         print(f"| {name} | {statistics.median(ts):.1f} | {statistics.median(ts) / base:.2f}x |", file=out)
     for note in notes:
         print(f"\n{note}", file=out)
+
+
+def transformers_quantized(path) -> dict:
+    """transformers' own quantized CPU paths, each built lazily (any may fail to import or to run here)."""
+    from transformers import AutoModelForCausalLM
+
+    def quanto(weights):
+        def build():
+            from optimum.quanto import freeze, qint4, qint8, quantize as quanto_quantize
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+            quanto_quantize(model, weights={"int8": qint8, "int4": qint4}[weights])
+            freeze(model)
+            return model
+        return build
+
+    def torchao_int8():
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+        quantize_(model, Int8WeightOnlyConfig())
+        return model
+
+    def torchao_int4():
+        from torchao.quantization import Int4WeightOnlyConfig, quantize_
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+        quantize_(model, Int4WeightOnlyConfig(group_size=64))
+        return model
+
+    def bitsandbytes_nf4():
+        from transformers import BitsAndBytesConfig
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        return AutoModelForCausalLM.from_pretrained(path, device_map="cpu", quantization_config=config).eval()
+
+    def bitsandbytes_int8():
+        from transformers import BitsAndBytesConfig
+        return AutoModelForCausalLM.from_pretrained(path, device_map="cpu",
+                                                    quantization_config=BitsAndBytesConfig(load_in_8bit=True)).eval()
+
+    return {"optimum-quanto int8": quanto("int8"), "optimum-quanto int4": quanto("int4"),
+            "torchao int8 (bf16 model)": torchao_int8, "torchao int4 g64 (bf16 model)": torchao_int4,
+            "bitsandbytes nf4 (bf16 compute)": bitsandbytes_nf4, "bitsandbytes int8": bitsandbytes_int8}
 
 
 def has_one_decode_path() -> bool:
