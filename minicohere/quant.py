@@ -31,6 +31,7 @@ calls `F.linear`. On other devices every scheme dequantizes to the activations' 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -107,43 +108,52 @@ def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -
 # int4: groups along the input dimension, two values per byte
 # ---------------------------------------------------------------------------------------------------
 
-PACK_BLOCK = 64  # output rows per block in the CPU kernel's byte order
+PACK_BLOCK = 64  # rows are padded to a multiple of this, the largest block any CPU kernel layout uses
 
 
-def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """[N, K] values 0..15 (N a multiple of 64, K even) -> [N, K // 2] uint8, two values per byte.
+def pack_int4(q: torch.Tensor, block: int = PACK_BLOCK) -> torch.Tensor:
+    """[N, K] values 0..15 (N a multiple of `block`, K even) -> [N, K // 2] uint8, two values per byte.
 
     The byte order is the one `aten._weight_int4pack_mm_for_cpu` reads, so the same bytes serve the kernel
-    and `unpack_int4`: the rows come in blocks of 64, and within a block, byte (k, j) holds row j's k-th
-    value in its low four bits and row j + 32's in its high four bits. (The notebook packs neighbouring
-    values of one row instead; any fixed pairing stores the same information in the same bytes.)
+    and `unpack_int4`: the rows come in blocks of `block`, and within a block, byte (k, j) holds row j's
+    k-th value in its low four bits and row j + block / 2's in its high four bits. The kernel's block is
+    its vector width: 64 rows with AVX-512, 32 with AVX2 (`cpu_kernel_block` asks it). (The notebook packs
+    neighbouring values of one row instead; any fixed pairing stores the same information.)
     """
     N, K = q.shape
-    blocks = q.to(torch.uint8).view(N // PACK_BLOCK, 2, PACK_BLOCK // 2, K)  # [block, low/high half, j, k]
+    blocks = q.to(torch.uint8).view(N // block, 2, block // 2, K)  # [block, low/high half, j, k]
     low, high = blocks[:, 0], blocks[:, 1]
     packed = (low | (high << 4)).transpose(1, 2)  # [block, k, j]: the kernel walks k, then j
     return packed.reshape(N, K // 2).contiguous()
 
 
-def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+def unpack_int4(packed: torch.Tensor, block: int = PACK_BLOCK) -> torch.Tensor:
     """The inverse of pack_int4: [N, K // 2] uint8 -> [N, K] uint8 values 0..15."""
-    N, half_K = packed.shape
-    K = 2 * half_K
-    by_k = packed.reshape(N // PACK_BLOCK, K, PACK_BLOCK // 2).transpose(1, 2)  # [block, j, k]
-    low, high = by_k & 0xF, by_k >> 4
-    return torch.stack([low, high], dim=1).reshape(N, K)
+    return unpack_int4_rows(packed, None, block)
 
 
-def unpack_int4_rows(packed: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """Some rows of unpack_int4(packed), without unpacking the others (an embedding lookup reads a few)."""
-    if rows is None:
-        return unpack_int4(packed)
+def unpack_int4_rows(packed: torch.Tensor, rows: torch.Tensor | None, block: int = PACK_BLOCK) -> torch.Tensor:
+    """Rows of the unpacked matrix (all of them for rows=None), without unpacking the others: an embedding
+    lookup reads a few rows of a 256000-row matrix."""
     N, half_K = packed.shape
-    by_k = packed.view(N // PACK_BLOCK, 2 * half_K, PACK_BLOCK // 2)  # [block, k, j]
-    block, within = rows // PACK_BLOCK, rows % PACK_BLOCK
-    half, j = within // (PACK_BLOCK // 2), within % (PACK_BLOCK // 2)
-    bytes_ = by_k[block, :, j]  # [len(rows), K]
-    return torch.where(half[:, None] == 0, bytes_ & 0xF, bytes_ >> 4)
+    rows = torch.arange(N, device=packed.device) if rows is None else rows
+    by_k = packed.view(N // block, 2 * half_K, block // 2)  # [block, k, j]
+    which, within = rows // block, rows % block
+    high, j = within // (block // 2), within % (block // 2)
+    bytes_ = by_k[which, :, j]  # [len(rows), K]
+    return torch.where(high[:, None] == 0, bytes_ & 0xF, bytes_ >> 4)
+
+
+@functools.cache
+def cpu_kernel_block() -> int | None:
+    """The row block of the CPU int4 kernel's byte order on this machine, found by asking the kernel to
+    pack a probe; None where its layout is none of ours (then Int4Linear dequantizes instead)."""
+    probe = torch.randint(0, 16, (128, 64), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    try:
+        theirs = torch.ops.aten._convert_weight_to_int4pack_for_cpu(probe, 1)
+    except (RuntimeError, AttributeError):
+        return None
+    return next((b for b in (64, 32, 16) if torch.equal(pack_int4(probe, b), theirs)), None)
 
 
 def quantize_int4(w: torch.Tensor, group_size: int, symmetric: bool = False):
@@ -293,22 +303,25 @@ class Int4Linear(QuantizedLinear):
         # multiply. Every Command-R matrix is already a multiple of 64 tall.
         def quantize_and_pack(rows):
             q, scale, offset = quantize_int4(rows, group_size, symmetric)
-            return pack_int4(q), scale, offset
+            return pack_int4(q, self.pack_block), scale, offset
 
+        # The CPU kernel's byte order where it has one we know; otherwise any (it then dequantizes).
+        self.use_kernel = cpu_kernel_block() is not None
+        self.pack_block = cpu_kernel_block() or PACK_BLOCK
         packed, scale, offset = by_row_slices(pad_rows(weight, PACK_BLOCK), quantize_and_pack, PACK_BLOCK)
         self.register_buffer("qweight", packed)  # [N', K' / 2] uint8
         # The kernel wants scale and offset side by side, group-major: [G, N', 2].
         self.register_buffer("scale_and_offset", torch.stack([scale, offset], dim=-1).transpose(0, 1).contiguous())
 
     def dequantize_rows(self, rows, dtype=torch.float32):
-        q = unpack_int4_rows(self.qweight, rows)[:self.out_features]
+        q = unpack_int4_rows(self.qweight, rows, self.pack_block)[:self.out_features]
         scale, offset = self.scale_and_offset[..., 0].T, self.scale_and_offset[..., 1].T
         rows_ = slice(self.out_features) if rows is None else rows
         scale, offset = scale[rows_], offset[rows_]
         return dequantize_int4(q, scale, offset, dtype)[:, :self.in_features]
 
     def forward(self, x):
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or not self.use_kernel:
             return super().forward(x)
         h = pad_columns(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), self.group_size).contiguous()
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(h, self.qweight, self.group_size, self.scale_and_offset)
@@ -320,29 +333,42 @@ class Int4Linear(QuantizedLinear):
 
 
 class NF4Linear(QuantizedLinear):
-    """NF4 codes, packed two per byte, one fp32 absmax per block of 64 inputs."""
+    """NF4 codes, two per byte, one fp32 absmax per block of 64 inputs.
+
+    No CPU kernel reads NF4, so the bytes are packed plainly (inputs 2i and 2i + 1 of a row share byte i,
+    the first in the low four bits) and decoded a byte at a time: a 256-entry table maps each byte
+    straight to its two levels, one lookup per byte instead of unpacking and then looking up.
+    """
 
     scheme = "nf4"
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, block_size: int = NF4_BLOCK):
         super().__init__(weight.shape[1], weight.shape[0], bias)
         self.block_size = block_size
+
         def quantize_and_pack(rows):
             q, absmax = quantize_nf4(rows, block_size)
-            return pack_int4(q), absmax
+            return q[:, 0::2] | (q[:, 1::2] << 4), absmax
 
-        packed, absmax = by_row_slices(pad_rows(weight, PACK_BLOCK), quantize_and_pack, PACK_BLOCK)
-        self.register_buffer("qweight", packed)
-        self.register_buffer("absmax", absmax)
+        packed, absmax = by_row_slices(weight, quantize_and_pack)
+        self.register_buffer("qweight", packed)  # [N, K' / 2] uint8
+        self.register_buffer("absmax", absmax)  # [N, K' / block_size]
+        byte = torch.arange(256)
+        self.register_buffer("byte_levels", torch.stack([NF4_LEVELS[byte % 16], NF4_LEVELS[byte // 16]], dim=1)
+                             .to(weight.device), persistent=False)  # [256, 2]: byte -> (first, second) level
 
     def dequantize_rows(self, rows, dtype=torch.float32):
-        q = unpack_int4_rows(self.qweight, rows)[:self.out_features]
-        absmax = self.absmax[slice(self.out_features) if rows is None else rows]
-        return dequantize_nf4(q, absmax, dtype)[:, :self.in_features]
+        packed = self.qweight if rows is None else self.qweight[rows]
+        absmax = self.absmax if rows is None else self.absmax[rows]
+        # index_select with int32 indices: converting the bytes to int64 for ordinary indexing costs more
+        # than the lookup itself.
+        levels = torch.index_select(self.byte_levels.to(dtype), 0, packed.reshape(-1).int())  # [n * K' / 2, 2]
+        w = levels.view(len(packed), absmax.shape[1], self.block_size) * absmax.to(dtype)[..., None]
+        return w.view(len(packed), -1)[:, :self.in_features]
 
     def forward(self, x):
-        # No packed NF4 kernel on the CPU: dequantize to bf16 there (half the bytes of fp32 to write and
-        # read back), to the activations' dtype elsewhere.
+        # Dequantize to bf16 on the CPU (half the bytes of fp32 to write and read back, and bf16 F.linear
+        # is the faster one here), to the activations' dtype elsewhere.
         dtype = KERNEL_DTYPE if x.device.type == "cpu" else x.dtype
         out = F.linear(x.to(dtype), self.dequantize(dtype)).to(x.dtype)
         return out if self.bias is None else out + self.bias.to(x.dtype)

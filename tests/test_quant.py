@@ -65,7 +65,7 @@ def test_asymmetric_int4_beats_symmetric_on_one_sided_groups():
 def test_nf4_round_trip_is_within_half_the_widest_level_gap_times_absmax(shape):
     w = weight(shape)
     layer = NF4Linear(w)
-    absmax = layer.absmax[:shape[0]].repeat_interleave(64, dim=1)[:, :shape[1]]
+    absmax = layer.absmax.repeat_interleave(64, dim=1)[:, :shape[1]]
     widest_gap = (quant.NF4_LEVELS[1:] - quant.NF4_LEVELS[:-1]).max()
     assert ((layer.dequantize() - w).abs() <= absmax * widest_gap / 2 + 1e-7).all()
     assert ((layer.dequantize() - w).abs() <= absmax * widest_gap / 2 * 0.5).float().mean() > 0.5
@@ -76,15 +76,23 @@ def test_nf4_levels_are_the_normal_quantiles_of_qlora():
     assert quant.NF4_LEVELS[7] == 0 and quant.NF4_LEVELS[0] == -1 and quant.NF4_LEVELS[-1] == 1
 
 
+@pytest.mark.parametrize("block", [64, 32])
 @pytest.mark.parametrize("shape", [(64, 64), (128, 256), (704, 256), (256, 704)])
-def test_int4_packing_is_exact_and_is_the_cpu_kernels_byte_order(shape):
+def test_int4_packing_is_exact(shape, block):
     q = torch.randint(0, 16, shape, generator=torch.Generator().manual_seed(1), dtype=torch.int32)
-    packed = quant.pack_int4(q)
+    packed = quant.pack_int4(q, block)
     assert packed.dtype == torch.uint8 and packed.shape == (shape[0], shape[1] // 2)
-    assert torch.equal(quant.unpack_int4(packed), q.to(torch.uint8))
-    assert torch.equal(packed, torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
+    assert torch.equal(quant.unpack_int4(packed, block), q.to(torch.uint8))
     rows = torch.tensor([0, 31, 32, 63, shape[0] - 1])
-    assert torch.equal(quant.unpack_int4_rows(packed, rows), q[rows].to(torch.uint8))
+    assert torch.equal(quant.unpack_int4_rows(packed, rows, block), q[rows].to(torch.uint8))
+
+
+def test_int4_packing_is_the_byte_order_of_this_cpus_kernel():
+    block = quant.cpu_kernel_block()
+    if block is None:
+        pytest.skip("this CPU's int4 kernel uses a layout minicohere does not pack (Int4Linear dequantizes)")
+    q = torch.randint(0, 16, (256, 128), generator=torch.Generator().manual_seed(2), dtype=torch.int32)
+    assert torch.equal(quant.pack_int4(q, block), torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
 
 
 @pytest.mark.parametrize("make", [lambda w: Int8Linear(w), lambda w: Int4Linear(w, group_size=64),
@@ -231,7 +239,8 @@ def test_quantize_while_loading_peaks_near_the_quantized_size_not_the_checkpoint
                          env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=REPO)
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout.strip().splitlines()[-1])
-    # The quantized model, one tensor as stored, and the quantizer's fp32 scratch for a slice of rows.
-    scratch = 8 * quant.CHUNK_ELEMENTS * 4
+    # The quantized model, one tensor as stored, the quantizer's fp32 scratch for a slice of rows, and
+    # 16 MiB for the allocator's slack and the model's Python objects.
+    scratch = 8 * quant.CHUNK_ELEMENTS * 4 + 16 * 2 ** 20
     assert r["rise"] < r["bytes"] + largest + scratch, (r, stored)
     assert r["rise"] < stored / 2, (r, stored)  # the bf16 checkpoint never sits in memory whole
