@@ -32,7 +32,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -41,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 import minicohere
-from minicohere.quant import QuantizedLinear, parameter_bytes
+from minicohere.quant import QuantizedLinear
 
 SCHEMES = [("int8", {}), ("int4", {"group_size": 32}), ("int4", {"group_size": 64}),
            ("int4", {"group_size": 128}), ("int4", {"group_size": 64, "symmetric": True}), ("nf4", {})]

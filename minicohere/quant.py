@@ -32,7 +32,6 @@ calls `F.linear`. On other devices every scheme dequantizes to the activations' 
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn.functional as F

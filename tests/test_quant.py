@@ -15,7 +15,7 @@ import minicohere
 from minicohere import quant
 from minicohere.quant import Int4Linear, Int8Linear, NF4Linear
 
-from conftest import REPO, rel_err, reference_model
+from conftest import REPO, rel_err
 
 # 96 x 160: neither dimension is a multiple of 64, so both the row padding (packing blocks of 64) and
 # the column padding (groups) are exercised.
