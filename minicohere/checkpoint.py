@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .model import CohereConfig, CohereForCausalLM
+from .quant import QuantizedEmbedding, check_scheme, linear_names, quantize_weight, replace_module
 
 SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -115,6 +116,18 @@ def open_mapped(path: Path) -> mmap.mmap:
     with open(path, "rb") as f:
         # ACCESS_COPY: private pages, so a tensor may be written in place without touching the file.
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+
+
+def release_pages(mapped: mmap.mmap, entry: TensorEntry) -> None:
+    """Let the OS drop a tensor's file pages once it has been read: they would otherwise count in the
+    process's memory until the whole shard is done. Only whole pages inside the tensor are released;
+    reading them again would fetch them from the file again (they were never written)."""
+    if not hasattr(mapped, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = -(-entry.offset // mmap.PAGESIZE) * mmap.PAGESIZE
+    stop = (entry.offset + entry.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if stop > start:
+        mapped.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -241,11 +254,14 @@ def check_entries(entries: dict[str, TensorEntry], expected: dict[str, torch.Siz
 
 
 def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, token=None,
-                    progress: bool = True) -> CohereForCausalLM:
+                    progress: bool = True, quantize: str | None = None, group_size: int = 64,
+                    symmetric: bool = False, quantize_head: bool = True) -> CohereForCausalLM:
     """Load a Command-R checkpoint: a local folder or a hub id (json and safetensors only).
 
     dtype="auto" keeps the checkpoint's dtype. The model is built on the `meta` device (no memory), every
     file is checked first, then each tensor goes straight from the memory-mapped file to `device`/`dtype`.
+    quantize="int8" | "int4" | "nf4" quantizes each linear weight as it is read (quant.py), so memory
+    holds the quantized model plus one tensor in its stored dtype, never the full-precision model.
     """
     from tqdm import tqdm
 
@@ -265,6 +281,15 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
         dtype = config.dtype or next(e.dtype for e in entries.values() if e.dtype.is_floating_point)
     dtype = parse_dtype(dtype)
 
+    # Which stored tensor becomes which quantized layer: each block's projections, and the head, which a
+    # tied checkpoint stores as the embedding.
+    quantized: dict[str, str] = {}
+    if quantize is not None:
+        check_scheme(quantize, group_size)
+        quantized = {f"{name}.weight": name for name in linear_names(model, quantize_head)}
+        if quantize_head and config.tie_word_embeddings:
+            quantized["model.embed_tokens.weight"] = quantized.pop("lm_head.weight")
+
     by_file: dict[Path, list[TensorEntry]] = {}
     for name in expected:
         by_file.setdefault(entries[name].file, []).append(entries[name])
@@ -273,10 +298,23 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
     for path in tqdm(sorted(by_file), desc="loading shards", unit="shard", disable=quiet):
         mapped = open_mapped(path)
         for entry in by_file[path]:
-            tensor = map_tensor(entry, mapped).to(device=device, dtype=dtype)
             module_name, _, leaf = entry.name.rpartition(".")
+            if entry.name in quantized:
+                # Read in the stored dtype on the target device, quantize there, keep only the result.
+                weight = map_tensor(entry, mapped).to(device=device)
+                layer_name = quantized[entry.name]
+                old = model.get_submodule(layer_name)
+                bias = old.bias if getattr(old, "bias", None) is not None and not old.bias.is_meta else None
+                replace_module(model, layer_name, quantize_weight(weight, bias, quantize, group_size, symmetric))
+                del weight
+                release_pages(mapped, entry)
+                continue
+            tensor = map_tensor(entry, mapped).to(device=device, dtype=dtype)
             setattr(model.get_submodule(module_name), leaf, nn.Parameter(tensor))
-    if config.tie_word_embeddings:
+        del mapped  # the quantized layers hold copies; the file's pages can go
+    if quantize is not None and quantize_head and config.tie_word_embeddings:
+        model.model.embed_tokens = QuantizedEmbedding(model.lm_head, dtype, config.pad_token_id)
+    elif config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.model.rotary_emb.reset(device)
     return model.eval()
