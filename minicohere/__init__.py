@@ -1,4 +1,4 @@
-"""minicohere: Cohere's Command-R, built from scratch for a course, in one readable file.
+"""minicohere: Cohere's Command-R (and the cohere2 family), built from scratch for a course, in one readable file.
 
     import minicohere
     model = minicohere.from_pretrained("CohereForAI/c4ai-command-r-v01", device="cuda")
@@ -26,9 +26,11 @@ from .model import (
     min_p_filter,
     next_token,
     repeat_kv,
+    ring_slot_positions,
     rope_inv_freq,
     rotate_pairs,
     sdpa_attention,
+    sliding_window_mask,
     stream,
     top_k_filter,
     top_p_filter,

@@ -269,7 +269,10 @@ class Tokenizer:
             if isinstance(value, dict):  # the {"content": ..., "lstrip": ...} form
                 value = value.get("content")
             if value is not None and self._tk.token_to_id(value) is None:
-                raise ValueError(f"{source}: {attr} {value!r} is not in the vocabulary")
+                if attr not in config:  # Command-R's default, absent from another vocabulary (Tiny Aya's)
+                    value = None
+                else:
+                    raise ValueError(f"{source}: {attr} {value!r} is not in the vocabulary")
             self.special_tokens[attr] = value
         self.chat_templates = _parse_chat_templates(config.get("chat_template"), source)
 

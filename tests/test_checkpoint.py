@@ -168,9 +168,9 @@ def break_not_safetensors(folder):
 
 def break_config(folder):
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["model_type"] = "cohere2"
+    cfg["model_type"] = "llama"
     (folder / "config.json").write_text(json.dumps(cfg))
-    return r"config.json: model_type='cohere2' is not supported"
+    return r"config.json: model_type='llama' is not supported"
 
 
 def break_pickles_only(folder):
