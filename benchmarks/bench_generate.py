@@ -1,11 +1,14 @@
 """Batch-1 greedy decode and prefill speed: minicohere vs transformers' generate, same weights.
 
-    python benchmarks/bench_generate.py [--threads 1 --rounds 5 --new-tokens 128]
+    python benchmarks/bench_generate.py [--threads 1 --rounds 5 --new-tokens 128 --baseline REV --bf16]
 
 A Command-R-shaped model (vocab 32000, hidden 256, 4 layers, 8 heads sharing 2 kv heads, fp32, random
 weights) is built by transformers, saved, and loaded by minicohere. Runs alternate between the two
 libraries in one process; the table gives the median of the rounds. eos is disabled so both always
 generate the full length, and the two outputs are checked to be the same tokens.
+`--baseline REV` also times minicohere/model.py as it was at git revision REV (loaded beside today's,
+sharing its weight tensors), so a change to the decode loop is measured before and after in one process. `--bf16`
+adds both libraries in bfloat16 (weights and activations).
 The last row times the decode's matrix products alone: fp32 batch-1 decoding reads every weight once
 per token, so memory bandwidth, not arithmetic, sets this floor.
 """
@@ -41,10 +44,37 @@ def build(tmp: str):
     return reference, minicohere.from_pretrained(tmp, progress=False)
 
 
+def load_baseline(rev: str, ours):
+    """minicohere's model.py at git revision `rev`, as a separate module, holding `ours`' weights."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(["git", "-C", root, "show", f"{rev}:minicohere/model.py"], check=True,
+                            capture_output=True, text=True).stdout
+    path = os.path.join(tempfile.mkdtemp(), "baseline_model.py")
+    with open(path, "w") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location("baseline_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_model"] = module
+    spec.loader.exec_module(module)
+    old = module.CohereForCausalLM(module.CohereConfig.from_dict(ours.config.to_dict())).eval()
+    # assign=True: the very same tensors, so both versions read identical memory (a copy would sit in
+    # fresh anonymous pages, which decode measurably faster than the memory-mapped checkpoint's).
+    old.load_state_dict(ours.state_dict(), assign=True)
+    return module, old
+
+
+CLOCK = time.perf_counter
+
+
 def timed(fn) -> tuple[float, torch.Tensor]:
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     out = fn()
-    return time.perf_counter() - t0, out
+    return CLOCK() - t0, out
 
 
 def matmuls_only(model, n: int) -> None:
@@ -70,9 +100,15 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prefill-tokens", type=int, default=512)
-    ap.add_argument("--compile", action="store_true", help="also time generate(compile=True)")
+    ap.add_argument("--baseline", metavar="REV", help="also time model.py as of this git revision")
+    ap.add_argument("--bf16", action="store_true", help="also time both libraries in bfloat16")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with this process's CPU time instead of the wall clock (steadier on a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
         reference, ours = build(tmp)
@@ -89,10 +125,18 @@ def main():
             "minicohere": lambda: ours(long_prompt, logits_to_keep=1),
             "transformers": lambda: reference(long_prompt, logits_to_keep=1),
         }
-        if args.compile:  # the compiled decode step; prefill is the same eager forward
-            runs["minicohere, compile=True"] = lambda: ours.generate(prompt, max_new_tokens=n, eos_token_id=None,
-                                                                     compile=True)
-            prefill["minicohere, compile=True"] = prefill["minicohere"]
+        if args.baseline:
+            module, old = load_baseline(args.baseline, ours)
+            name = f"minicohere at {args.baseline}"
+            runs[name] = lambda: module.generate(old, prompt, max_new_tokens=n, eos_token_id=None)
+            prefill[name] = lambda: old(long_prompt, logits_to_keep=1)
+        if args.bf16:
+            import copy
+
+            ours16, reference16 = copy.deepcopy(ours).to(torch.bfloat16), copy.deepcopy(reference).to(torch.bfloat16)
+            runs["minicohere bf16"] = lambda: ours16.generate(prompt, max_new_tokens=n, eos_token_id=None)
+            runs["transformers bf16"] = lambda: reference16.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, do_sample=False, pad_token_id=0)
         runs["matrix products only (floor)"] = lambda: matmuls_only(ours, n)
         decode_s = {k: [] for k in runs}
         prefill_s = {k: [] for k in runs}
@@ -108,17 +152,27 @@ def main():
                         prefill_s[name].append(timed(prefill[name])[0])
         for name in prefill:
             assert torch.equal(outputs[name], outputs["transformers"]), f"{name} generated other tokens"
+        if args.bf16:  # the two libraries round differently in bf16: report agreement, do not demand it
+            same = (outputs["minicohere bf16"] == outputs["transformers bf16"]).float().mean().item()
+            print(f"bf16: {same:.0%} of positions equal between the two libraries")
 
     tok_s = {k: n / statistics.median(v) for k, v in decode_s.items()}
     pre_s = {k: args.prefill_tokens / statistics.median(v) for k, v in prefill_s.items() if v}
     print(f"\nbatch 1, greedy, prompt {args.prompt_tokens} + {n} new tokens; prefill of {args.prefill_tokens} "
-          f"tokens; {args.threads} thread(s); median of {args.rounds} alternating rounds\n")
+          f"tokens; {args.threads} thread(s); median of {args.rounds} alternating rounds; "
+          f"{'CPU time' if args.cpu_time else 'wall clock'}\n")
     print("| | decode tokens/s | prefill tokens/s |")
     print("| --- | ---: | ---: |")
     for name in runs:
         print(f"| {name} | {tok_s[name]:.0f} | {f'{pre_s[name]:.0f}' if name in pre_s else ''} |")
     print(f"| minicohere / transformers | {tok_s['minicohere'] / tok_s['transformers']:.2f}x "
           f"| {pre_s['minicohere'] / pre_s['transformers']:.2f}x |")
+    if args.baseline:
+        old = f"minicohere at {args.baseline}"
+        print(f"| minicohere / minicohere at {args.baseline} | {tok_s['minicohere'] / tok_s[old]:.3f}x "
+              f"| {pre_s['minicohere'] / pre_s[old]:.3f}x |")
+    if args.bf16:
+        print(f"| bf16: minicohere / transformers | {tok_s['minicohere bf16'] / tok_s['transformers bf16']:.2f}x | |")
 
 
 if __name__ == "__main__":

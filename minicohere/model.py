@@ -10,6 +10,11 @@
     8. KV caches                growing and preallocated                        (notebook 08)
     9. sampling and generate    warpers as pure functions, greedy, streaming    (notebook 09)
 
+Generation has one decode path: the prompt goes through `CohereForCausalLM.forward`, every later token
+through `CohereForCausalLM.decode_step`, which runs the same modules (so any module that replaces an
+nn.Linear, such as a quantized one, runs too) with the per-step work (rotations, masks, checks) done
+once per `generate` call instead of once per token.
+
 Loading and saving real checkpoints (notebook 10) lives in `checkpoint.py`. Parameter names follow the
 Hugging Face checkpoints (`q_proj`, `input_layernorm`, `rope_theta`) so weights load by name.
 """
@@ -32,11 +37,13 @@ from torch import nn
 # ---------------------------------------------------------------------------------------------------
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+MODEL_TYPES = ("cohere", "cohere2")
+LAYER_TYPES = ("sliding_attention", "full_attention")
 
 # Keys that Hugging Face writes into config.json for its own bookkeeping; they say nothing about the
 # network, so reading a checkpoint ignores them.
 _HF_BOOKKEEPING_KEYS = {
-    "architectures", "transformers_version", "_name_or_path", "model_type", "auto_map",
+    "architectures", "transformers_version", "_name_or_path", "auto_map",
     "output_hidden_states", "output_attentions", "return_dict", "chunk_size_feed_forward",
     "is_encoder_decoder", "id2label", "label2id", "problem_type", "torchscript", "pretraining_tp",
     "_attn_implementation_autoset", "tie_encoder_decoder", "use_return_dict",
@@ -74,10 +81,29 @@ class CohereConfig:
     attention_dropout: float = 0.0
     use_qk_norm: bool = False
     dtype: str | None = None  # the checkpoint's storage dtype ("float16", "bfloat16", ...), if it says
+    # The newer family (cohere2: Command R7B, Command A, Tiny Aya) is the same network configured
+    # differently: each layer attends over a sliding window (with RoPE) or globally (no positions at all).
+    model_type: str = "cohere"  # "cohere" (Command-R, R+, Aya 23) or "cohere2"
+    layer_types: list[str] | None = None  # per layer, "sliding_attention" or "full_attention"
+    sliding_window: int | None = None  # keys a sliding layer sees, its own token included
+    # The older spelling of layer_types: layer i slides unless (i + 1) % pattern == 0. Read, never stored.
+    sliding_window_pattern: dataclasses.InitVar[int | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, sliding_window_pattern=None):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type={self.model_type!r} is not supported; minicohere runs {MODEL_TYPES}")
+        if self.model_type == "cohere2":
+            if self.sliding_window is None:
+                self.sliding_window = 4096  # transformers' Cohere2Config default
+            if self.layer_types is None:
+                pattern = sliding_window_pattern or 4
+                self.layer_types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                                    for i in range(self.num_hidden_layers)]
+        elif self.layer_types is None:
+            self.layer_types = ["full_attention"] * self.num_hidden_layers
+        self.layer_types = list(self.layer_types)
         self.rope_parameters = dict(self.rope_parameters or {})
         rp = self.rope_parameters
         rp["rope_type"] = rp.pop("type", None) or rp.get("rope_type", "default")
@@ -87,6 +113,12 @@ class CohereConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    def uses_rope(self, layer_type: str) -> bool:
+        """Whether layers of this type rotate queries and keys. Command-R: every layer. cohere2: only the
+        sliding ones; its global layers use no positional encoding at all (NoPE) and see position only
+        through causality and what the sliding layers below them wrote into the residual stream."""
+        return self.model_type == "cohere" or layer_type == "sliding_attention"
 
     @property
     def rope_theta(self) -> float:
@@ -112,15 +144,29 @@ class CohereConfig:
                 raise ValueError(f"rope_parameters of rope_type={rope_type!r} needs {key!r}")
         if rope_type in ("yarn", "llama3"):
             self.rope_parameters.setdefault("original_max_position_embeddings", self.max_position_embeddings)
+        if len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for num_hidden_layers="
+                             f"{self.num_hidden_layers}")
+        allowed = LAYER_TYPES if self.model_type == "cohere2" else ("full_attention",)
+        for kind in self.layer_types:
+            if kind not in allowed:
+                raise ValueError(f"layer_types holds {kind!r}; model_type={self.model_type!r} knows {allowed}")
+        if "sliding_attention" in self.layer_types and not (isinstance(self.sliding_window, int)
+                                                            and self.sliding_window > 0):
+            raise ValueError(f"sliding_window={self.sliding_window!r} must be a positive number of tokens")
+        if self.model_type == "cohere2" and self.use_qk_norm:
+            raise ValueError("use_qk_norm=True: cohere2 models have no q/k norm")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CohereConfig":
         """Build a config from a config.json dict in either spelling found in the wild."""
         d = dict(d)
-        model_type = d.get("model_type", "cohere")
-        if model_type != "cohere":
-            hint = " (Command R7B: sliding-window layers, a different architecture)" if model_type == "cohere2" else ""
-            raise ValueError(f"model_type={model_type!r} is not supported; minicohere runs 'cohere'{hint}")
+        d.setdefault("model_type", "cohere")
+        if d["model_type"] != "cohere2":  # cohere2 keys in a cohere file would mean nothing there
+            for key in ("layer_types", "sliding_window", "sliding_window_pattern"):
+                if d.get(key) is not None:
+                    raise ValueError(f"{key}={d[key]!r} given for model_type={d['model_type']!r}; only "
+                                     "'cohere2' has sliding-window layers")
         rope = dict(d.pop("rope_parameters", None) or d.pop("rope_scaling", None) or {})
         d.pop("rope_scaling", None)
         if "rope_theta" in d:  # c4ai files: the base sits at the top level
@@ -136,7 +182,9 @@ class CohereConfig:
                 "num_attention_heads", cls.num_attention_heads):
             raise ValueError(f"head_dim={head_dim} differs from hidden_size // num_attention_heads, "
                              "which is how Cohere models set it")
-        kwargs = {k: v for k, v in d.items() if k in names}
+        kwargs = {k: v for k, v in d.items() if k in names | {"sliding_window_pattern"}}
+        if kwargs.get("layer_types") is not None:
+            kwargs.pop("sliding_window_pattern", None)  # both written: layer_types is the newer, and wins
         return cls(**kwargs)
 
     @classmethod
@@ -154,8 +202,13 @@ class CohereConfig:
     def to_dict(self) -> dict[str, Any]:
         """The newer config.json spelling (`rope_parameters`, `dtype`), which transformers reads."""
         d = dataclasses.asdict(self)
-        d["model_type"] = "cohere"
-        d["architectures"] = ["CohereForCausalLM"]
+        d["architectures"] = ["Cohere2ForCausalLM" if self.model_type == "cohere2" else "CohereForCausalLM"]
+        if self.model_type == "cohere2":
+            d["head_dim"] = self.head_dim  # Cohere2Config writes it; readers of the file expect it
+            d.pop("use_qk_norm")
+        else:  # Command-R's files have no such keys
+            d.pop("layer_types")
+            d.pop("sliding_window")
         if d["dtype"] is None:
             d.pop("dtype")
         return d
@@ -186,11 +239,12 @@ class CohereLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # F.layer_norm is the formula (x - mean) / sqrt(var + eps) in one fused kernel, much cheaper
-        # than five small ops at decode time; notebook 03 writes it out step by step.
-        dtype = x.dtype
-        normed = F.layer_norm(x.float(), x.shape[-1:], eps=self.eps)
-        return (self.weight.float() * normed).to(dtype)
+        # F.layer_norm is the formula weight * (x - mean) / sqrt(var + eps) in one fused kernel, much
+        # cheaper than six small ops at decode time; notebook 03 writes it out step by step.
+        if self.weight.dim() == 1:  # the weight goes into the kernel too
+            return F.layer_norm(x.float(), x.shape[-1:], self.weight.float(), eps=self.eps).to(x.dtype)
+        # per-head weights [heads, head_dim] (q/k norm): normalise over head_dim, then scale each head
+        return (self.weight.float() * F.layer_norm(x.float(), x.shape[-1:], eps=self.eps)).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -322,7 +376,8 @@ def rotary_turn(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 
 def rotate_by(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
     """Turn each adjacent pair (x0, x1) of x, read as the complex number x0 + i x1, by multiplying."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    # (view, not unflatten: at decode time this runs twice per layer per token, and view is the cheaper call)
+    pairs = torch.view_as_complex(x.float().view(*x.shape[:-1], -1, 2))
     return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
 
 
@@ -349,21 +404,36 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, None].expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)
 
 
-def causal_mask(attention_mask: torch.Tensor | None, q_len: int, past: int, device) -> torch.Tensor:
+def causal_mask(attention_mask: torch.Tensor | None, q_len: int, past: int, device,
+                window: int | None = None) -> torch.Tensor:
     """Boolean [B or 1, 1, q_len, past + q_len]: True where query i may look at key j.
 
-    Key j is visible if it is not later than the query and not padding (attention_mask == 0).
+    Key j is visible if it is not later than the query and not padding (attention_mask == 0), and, with
+    a `window`, if it is one of the query's last `window` tokens (j > i - window; see sliding_window_mask).
     A query with nothing to look at (a left-padding position) is allowed to see everything instead:
     its output is never used, and an all-masked row would turn into NaN and spread through the values.
     """
     kv_len = past + q_len
     q_pos = torch.arange(past, kv_len, device=device)[:, None]
     k_pos = torch.arange(kv_len, device=device)[None, :]
-    allowed = (k_pos <= q_pos)[None, None]
+    allowed = k_pos <= q_pos
+    if window is not None:
+        allowed = allowed & (k_pos > q_pos - window)
+    allowed = allowed[None, None]
     if attention_mask is not None:
         allowed = allowed & attention_mask[:, None, None, :].bool()
         allowed = allowed | ~allowed.any(-1, keepdim=True)
     return allowed
+
+
+def sliding_window_mask(attention_mask: torch.Tensor | None, q_len: int, past: int, window: int,
+                        device) -> torch.Tensor:
+    """The causal mask of a sliding-window layer (cohere2): query i sees keys i - window + 1 .. i.
+
+    Positions here count slots of the sequence, padding included, as transformers counts them: a
+    left-padded row's window holds fewer real tokens while its padding is still inside it.
+    """
+    return causal_mask(attention_mask, q_len, past, device, window=window)
 
 
 def eager_attention(q, k, v, mask, scale, dropout=0.0):
@@ -405,16 +475,27 @@ class CohereAttention(nn.Module):
             self.q_norm = CohereLayerNorm((self.n_heads, self.head_dim), eps=config.layer_norm_eps)
             self.k_norm = CohereLayerNorm((self.n_kv_heads, self.head_dim), eps=config.layer_norm_eps)
 
-    def forward(self, x, cos, sin, mask=None, is_causal=False, cache=None, eager=False):
-        B, T, _ = x.shape
+    def forward(self, x, cos=None, sin=None, mask=None, is_causal=False, cache=None, eager=False, turn=None):
+        """Attention over x [B, T, hidden]; returns (output, weights or None).
+
+        The rotation comes as the cos/sin tables, or as `turn`, the same angles already made into complex
+        numbers (what the model passes: computed once per forward, not once per layer). Neither: no
+        rotation at all (the NoPE layers of cohere2).
+        """
+        # [B, hidden] is a batch of single tokens (how `decode_step` runs: with no sequence axis the linear
+        # layers have nothing to fold away); [B, T, hidden] a batch of sequences.
+        B, T = (x.shape[0], 1) if x.dim() == 2 else x.shape[:2]
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         if self.use_qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, head_dim]
-        q, k = apply_rotary(q, k, cos, sin)
-        if cache is not None:  # append this step's keys/values, attend over everything so far
+        if turn is None and cos is not None:
+            turn = rotary_turn(cos, sin).unsqueeze(1)
+        if turn is not None:
+            q, k = rotate_by(q, turn), rotate_by(k, turn)
+        if cache is not None:  # append this step's keys/values, attend over everything the cache holds
             k, v = cache.update(self.layer_idx, k, v)
         dropout = self.dropout if self.training else 0.0
         if eager:
@@ -423,7 +504,7 @@ class CohereAttention(nn.Module):
             out, weights = eager_attention(q, k, v, mask, self.scale, dropout)
         else:
             out, weights = sdpa_attention(q, k, v, mask, self.scale, dropout, is_causal)
-        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        out = out.transpose(1, 2).reshape(*x.shape[:-1], self.n_heads * self.head_dim)
         return self.o_proj(out), weights
 
 
@@ -458,13 +539,14 @@ class CohereDecoderLayer(nn.Module):
 
     def __init__(self, config: CohereConfig, layer_idx: int):
         super().__init__()
+        self.attention_type = config.layer_types[layer_idx]  # which mask (and rotation) this layer gets
         self.input_layernorm = CohereLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.self_attn = CohereAttention(config, layer_idx)
         self.mlp = CohereMLP(config)
 
-    def forward(self, x, cos, sin, mask=None, is_causal=False, cache=None, eager=False):
+    def forward(self, x, cos=None, sin=None, mask=None, is_causal=False, cache=None, eager=False, turn=None):
         h = self.input_layernorm(x)
-        attn_out, weights = self.self_attn(h, cos, sin, mask, is_causal, cache, eager)
+        attn_out, weights = self.self_attn(h, cos, sin, mask, is_causal, cache, eager, turn)
         return x + attn_out + self.mlp(h), weights
 
 
@@ -515,21 +597,71 @@ class CohereModel(nn.Module):
             if bool(attention_mask.all()):
                 attention_mask = None  # nothing padded: take the fast unmasked path
         eager = output_attentions or self.attn_implementation == "eager"
-        # The cheapest mask that is right: none for one new token, the kernel's own causal flag for a
-        # fresh unpadded prompt, an explicit boolean mask otherwise.
+        masks = self.attention_masks(attention_mask, T, past, inputs_embeds.device, eager, cache)
+        turns = self.rotations(position_ids)
+        return self.run_layers(inputs_embeds, turns, masks, cache, eager, output_hidden_states, output_attentions)
+
+    def attention_masks(self, attention_mask, T: int, past: int, device, eager: bool = False, cache=None) -> dict:
+        """{layer type: (mask, is_causal)}: what each kind of layer attends over for T new tokens after
+        `past` cached ones (`attention_mask` [B, past + T] or None). The cheapest form that is right: no
+        mask for one new token, the kernel's own causal flag for a fresh unpadded prompt, an explicit
+        boolean mask otherwise."""
         mask, is_causal = None, False
         if attention_mask is not None or (past > 0 and T > 1) or (eager and T > 1):
-            mask = causal_mask(attention_mask, T, past, inputs_embeds.device)
+            mask = causal_mask(attention_mask, T, past, device)
         elif T > 1:
             is_causal = True
+        masks = {"full_attention": (mask, is_causal)}
+        if "sliding_attention" in self.config.layer_types:
+            masks["sliding_attention"] = self.sliding_masks(attention_mask, T, past, device, masks, cache)
+        return masks
 
-        cos, sin = self.rotary_emb(inputs_embeds, position_ids)
-        x = inputs_embeds
+    def sliding_masks(self, attention_mask, T, past, device, masks, cache) -> tuple:
+        """The sliding layers' (mask, is_causal). Their keys are what the cache hands back: every token so
+        far (no cache, the growing cache, a static cache that has not wrapped), or, once a ring buffer
+        has wrapped (StaticKVCache.ring), its `window` slots in ring order."""
+        window = self.config.sliding_window
+        ring = getattr(cache, "ring", None)
+        if ring is None or past + T <= ring:  # keys at slots 0 .. past + T - 1
+            if past + T <= window:
+                return masks["full_attention"]  # the window reaches back to the start: plain causal
+            return sliding_window_mask(attention_mask, T, past, window, device), False
+        if T == 1:  # a wrapped ring holds exactly this token's window: hide only padding
+            if attention_mask is None:
+                return None, False
+            return attention_mask.bool()[:, ring_slot_positions(past, ring, device)][:, None, None], False
+        if past == 0:  # a prompt longer than the ring attends over itself; the ring keeps its tail
+            return sliding_window_mask(attention_mask, T, 0, window, device), False
+        raise ValueError(f"a sliding layer's ring buffer of {ring} slots takes a whole prompt or one token at a "
+                         f"time once full; got {T} tokens after {past}")
+
+    def rotations(self, position_ids: torch.Tensor) -> dict:
+        """{layer type: turn or None}: the rotary angles of these positions as complex numbers
+        [B, 1, T, head_dim/2], computed once per forward and shared by every layer that rotates."""
+        cos, sin = self.rotary_emb(self.embed_tokens.weight, position_ids)
+        return self.turns_by_type(rotary_turn(cos, sin).unsqueeze(1))
+
+    def turns_by_type(self, turn: torch.Tensor) -> dict:
+        """{layer type: turn}, None for the layer types that use no positional encoding (cohere2's global layers)."""
+        return {kind: turn if self.config.uses_rope(kind) else None for kind in LAYER_TYPES}
+
+    def rotary_table(self, max_len: int) -> torch.Tensor:
+        """The turns of positions 0..max_len-1, [max_len, head_dim/2] complex: `generate` computes them once
+        and looks each step's up by position (not for the dynamic type, whose angles depend on the length)."""
+        positions = torch.arange(max_len, device=self.embed_tokens.weight.device)[None]
+        cos, sin = self.rotary_emb(self.embed_tokens.weight, positions)
+        return rotary_turn(cos, sin)[0]
+
+    def run_layers(self, x, turns: dict, masks: dict, cache=None, eager=False, output_hidden_states=False,
+                   output_attentions=False) -> ModelOutput:
+        """The blocks and the final norm over embeddings x [B, T, hidden], given each layer type's rotation
+        and mask. `forward` builds those from ids and padding; `generate` builds them once and reuses them."""
         hidden_states, attentions = [], []
         for layer in self.layers:
             if output_hidden_states:
                 hidden_states.append(x)
-            x, weights = layer(x, cos, sin, mask, is_causal, cache, eager)
+            mask, is_causal = masks[layer.attention_type]
+            x, weights = layer(x, None, None, mask, is_causal, cache, eager, turns[layer.attention_type])
             if output_attentions:
                 attentions.append(weights)
         x = self.norm(x)
@@ -602,6 +734,13 @@ class CohereForCausalLM(nn.Module):
             out.loss = causal_lm_loss(out.logits, labels)
         return out
 
+    def decode_step(self, input_ids: torch.Tensor, turns: dict, masks: dict, cache) -> torch.Tensor:
+        """Logits [B, V] for one new token per row (`input_ids` [B, 1]), appended to `cache`: the forward
+        pass through the same modules, minus the work `generate` has done once for the whole call
+        (checking ids, building masks and rotations, keeping the hidden states of every position)."""
+        x = self.model.embed_tokens(input_ids.view(-1))  # [B, hidden]: one token per row, no sequence axis
+        return self.lm_head(self.model.run_layers(x, turns, masks, cache).last_hidden_state) * self.logit_scale
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied matrix is counted once
 
@@ -655,12 +794,23 @@ class StaticKVCache:
 
     Attention reads a view of the filled part, so nothing is copied and memory never grows.
     Size: 2 (k and v) x layers x batch x kv_heads x max_len x head_dim x bytes per number.
+
+    A sliding-window layer (cohere2) never looks further back than `sliding_window` tokens, so its
+    buffers hold only that many slots (`ring`) and are used as a ring buffer: the token at sequence
+    slot p lives in ring slot p % ring, overwriting the one that just left the window. Only the
+    global layers pay for the whole length. (`ring` is None when no layer slides or max_len fits the
+    window anyway.)
     """
 
     def __init__(self, config: CohereConfig, batch_size: int, max_len: int, dtype=torch.float32, device="cpu"):
-        shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        window = config.sliding_window if "sliding_attention" in config.layer_types else None
+        self.ring = window if window is not None and window < max_len else None
+        self.keys, self.values = [], []
+        for kind in config.layer_types:
+            slots = self.ring if kind == "sliding_attention" and self.ring else max_len
+            shape = (batch_size, config.num_key_value_heads, slots, config.head_dim)
+            self.keys.append(torch.zeros(shape, dtype=dtype, device=device))
+            self.values.append(torch.zeros(shape, dtype=dtype, device=device))
         self.max_len = max_len
         self.seq_len = 0  # tokens written so far, the same for every layer once a forward pass ends
 
@@ -668,85 +818,34 @@ class StaticKVCache:
         start, end = self.seq_len, self.seq_len + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"StaticKVCache holds {self.max_len} tokens; this step would need {end}")
-        self.keys[layer_idx][:, :, start:end] = k
-        self.values[layer_idx][:, :, start:end] = v
-        if layer_idx == len(self.keys) - 1:  # the last layer has written: the step is complete
+        if layer_idx == len(self.keys) - 1:  # the last layer writes: the step is complete
             self.seq_len = end
-        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        slots = keys.shape[2]
+        if end <= slots:  # in order, slot = position
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v
+            return keys[:, :, :end], values[:, :, :end]
+        if k.shape[2] == 1:  # a ring: the new token replaces the one that has left the window
+            keys[:, :, start % slots] = k[:, :, 0]
+            values[:, :, start % slots] = v[:, :, 0]
+            return keys, values
+        if start == 0:  # a prompt longer than the ring: attend over all of it, keep its last `slots`
+            shift = (end - slots) % slots  # the tail's first token, position end - slots, goes there
+            keys.copy_(k[:, :, -slots:].roll(shift, dims=2))
+            values.copy_(v[:, :, -slots:].roll(shift, dims=2))
+            return k, v
+        raise ValueError(f"StaticKVCache: layer {layer_idx}'s ring of {slots} slots takes a whole prompt or "
+                         f"one token at a time once full; got {k.shape[2]} tokens after {start}")
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
-class SlotWriter:
-    """Writes one step into a StaticKVCache at slot `slot` (a tensor) and hands attention all `max_len`
-    slots, unfilled ones masked: the shapes never change, which is what torch.compile needs."""
-
-    def __init__(self, cache: StaticKVCache):
-        self.cache = cache
-        self.slot = torch.zeros(1, dtype=torch.long, device=cache.keys[0].device)
-
-    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
-        self.cache.keys[layer_idx].index_copy_(2, self.slot, k)
-        self.cache.values[layer_idx].index_copy_(2, self.slot, v)
-        return self.cache.keys[layer_idx], self.cache.values[layer_idx]
-
-
-def decode_step(model: "CohereForCausalLM", token: torch.Tensor, position: torch.Tensor, writer: SlotWriter,
-                mask: torch.Tensor) -> torch.Tensor:
-    """Logits [B, V] for one new token per row, at fixed shapes: the piece `generate(compile=True)`
-    hands to torch.compile. `mask` [B, 1, 1, max_len] says which cache slots each row may look at."""
-    inner = model.model
-    x = inner.embed_tokens(token)
-    cos, sin = inner.rotary_emb(x, position)
-    for layer in inner.layers:
-        x, _ = layer(x, cos, sin, mask, False, writer)
-    return model.lm_head(inner.norm(x))[:, -1] * model.logit_scale
-
-
-# The eager decode step of `generate`. At batch 1 a step of a small model is hundreds of tiny tensor
-# ops whose Python and dispatch cost rivals the matrix products, so this step does the forward pass's
-# arithmetic (the same kernels, so the same tokens: tests hold it to the forward's logits) with the
-# overhead cut: no module calls (the norms run their own `forward`, skipping the hook machinery), no
-# token-id check, no attention mask or rotary angles rebuilt per step.
-
-
-def rotary_turns(model: "CohereForCausalLM", max_len: int) -> torch.Tensor:
-    """cos + i sin of each pair's angle at positions 0..max_len-1, [max_len, head_dim/2] complex:
-    what `apply_rotary` multiplies by, computed once per generate and looked up by position."""
-    positions = torch.arange(max_len, device=model.device)[None]
-    cos, sin = model.model.rotary_emb(torch.empty(0, dtype=model.dtype), positions)
-    return rotary_turn(cos[0], sin[0])
-
-
-def fast_decode_step(model: "CohereForCausalLM", token: torch.Tensor, turn: torch.Tensor, cache: StaticKVCache,
-                     mask: torch.Tensor | None) -> torch.Tensor:
-    """Logits [B, V] for one new token per row (`token` [B, 1]), appended to `cache`.
-
-    `turn` [B, 1, 1, head_dim/2] is each row's rotation (rows of `rotary_turns`); `mask` is None or
-    [B, 1, 1, cached + 1], True where a row may look. With one token per row the activations stay
-    [B, features] (no sequence axis to reshape around), and a head split is a free view.
-    """
-    inner = model.model
-    B = token.shape[0]
-    x = F.embedding(token.view(B), inner.embed_tokens.weight)
-    for i, layer in enumerate(inner.layers):
-        attn, mlp = layer.self_attn, layer.mlp
-        n_heads, n_kv, dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        h = layer.input_layernorm.forward(x)
-        q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(B, n_heads, 1, dim)
-        k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(B, n_kv, 1, dim)
-        v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(B, n_kv, 1, dim)
-        if attn.use_qk_norm:  # per-head weights [heads, head_dim]
-            q = attn.q_norm.forward(q.view(B, n_heads, dim)).view(B, n_heads, 1, dim)
-            k = attn.k_norm.forward(k.view(B, n_kv, dim)).view(B, n_kv, 1, dim)
-        k, v = cache.update(i, rotate_by(k, turn), v)
-        out = F.scaled_dot_product_attention(rotate_by(q, turn), k, v, attn_mask=mask, scale=attn.scale,
-                                             enable_gqa=n_heads != n_kv)
-        out = F.linear(out.view(B, -1), attn.o_proj.weight, attn.o_proj.bias)
-        gated = F.silu(F.linear(h, mlp.gate_proj.weight)) * F.linear(h, mlp.up_proj.weight)
-        x = x + out + F.linear(gated, mlp.down_proj.weight)
-    return F.linear(inner.norm.forward(x), model.lm_head.weight) * model.logit_scale
+def ring_slot_positions(last: int, ring: int, device) -> torch.Tensor:
+    """The sequence slot held by each of a full ring's slots, once the token at slot `last` is written:
+    ring slot s holds the latest p <= last with p % ring == s."""
+    return last - (last - torch.arange(ring, device=device)) % ring
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -844,27 +943,29 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
              max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, min_p: float | None = None, eos_token_id=_FROM_CONFIG,
              pad_token_id: int | None = None, generator: torch.Generator | None = None, streamer=None,
-             cache: str | None = "static", compile: bool = False, progress: bool = False) -> torch.Tensor:
+             cache: str | None = "static", progress: bool = False) -> torch.Tensor:
     """Continue each prompt by up to max_new_tokens tokens; returns prompt + new tokens, [B, T + n].
 
     Left-padded batches (attention_mask 0 on the left) give, row for row, what each prompt gives alone.
     A row that emits an eos token is finished: later positions get pad_token_id. `cache` is "static"
     (preallocated buffers), "dynamic" (the growing KVCache) or None (recompute everything each step).
-    `compile=True` runs each decode step through torch.compile (static cache only; the first call pays
-    the compilation). `streamer` is any object with put(token_ids) and end(), such as TextStreamer.
+    `streamer` is any object with put(token_ids) and end(), such as TextStreamer.
+
+    One decode path: the prompt runs through the model's forward; with a cache, each later step feeds
+    only the newest token through the same modules (`CohereForCausalLM.decode_step`), with the
+    rotations and masks of every step worked out once here instead of once per step.
     """
     check_generate_args(model, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
                         min_p)
     if cache not in ("static", "dynamic", None):
         raise ValueError(f"cache={cache!r}: use 'static', 'dynamic' or None")
-    if compile and cache != "static":
-        raise ValueError(f"compile=True needs cache='static' (got cache={cache!r})")
     config = model.config
     eos = config.eos_token_id if eos_token_id is _FROM_CONFIG else eos_token_id
     eos = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
     pad = pad_token_id if pad_token_id is not None else (config.pad_token_id or 0)
     B, T = input_ids.shape
     device = input_ids.device
+    total = T + max_new_tokens
     if streamer is not None:
         streamer.put(input_ids.cpu())
 
@@ -872,26 +973,23 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
     padded = attention_mask is not None and not bool(attention_mask.all())
     mask = attention_mask.long() if padded else None
     positions = (mask.cumsum(-1) - 1).clamp(min=0) if padded else torch.arange(T, device=device)[None].expand(B, T)
-    kv = {"static": lambda: StaticKVCache(config, B, T + max_new_tokens, model.dtype, device),
+    kv = {"static": lambda: StaticKVCache(config, B, total, model.dtype, device),
           "dynamic": KVCache, None: lambda: None}[cache]()
-    # The eager static path runs fast_decode_step; the dynamic rope type rebuilds its frequencies as the
-    # sequence grows, so it keeps the full forward.
-    fast = cache == "static" and not compile and model.model.rotary_emb.rope_type != "dynamic"
-    if fast:
-        # Row r's step-s token sits at position positions[r, -1] + s: look all the rotations up once.
-        first = positions[:, -1:] + 1
-        turns = rotary_turns(model, T + max_new_tokens)[first + torch.arange(max_new_tokens, device=device)]
-    if compile or (fast and padded):  # one mask over every slot; each step sees its first `end` columns
-        slot_mask = torch.zeros(B, 1, 1, T + max_new_tokens, dtype=torch.bool, device=device)
-        slot_mask[:, 0, 0, :T] = mask.bool() if padded else True
-        if fast:
-            slot_mask[:, 0, 0, T:] = True
-    if compile:
-        step_fn = torch.compile(decode_step, dynamic=False)
-        writer = SlotWriter(kv)
+    if kv is not None:
+        # Row r's step-s token sits at position positions[r, -1] + s. The dynamic rope type's angles
+        # depend on how long the sequence has grown, so it asks the rotary module each step instead.
+        step_positions = positions[:, -1:] + torch.arange(1, max_new_tokens + 1, device=device)  # [B, n]
+        dynamic_rope = model.model.rotary_emb.rope_type == "dynamic"
+        if not dynamic_rope:
+            step_turns = model.model.rotary_table(total)[step_positions][:, :, None, None]  # [B, n, 1, 1, d/2]
+        # The padding of every slot this call can fill, built once; step s reads its first T + s columns.
+        seen = None
+        if padded:
+            seen = torch.ones(B, total, dtype=mask.dtype, device=device)
+            seen[:, :T] = mask
 
     # Filled in place; tokens[:, :end] is everything so far.
-    tokens = input_ids.new_full((B, T + max_new_tokens), pad)
+    tokens = input_ids.new_full((B, total), pad)
     tokens[:, :T] = input_ids
     end = T
     stops = eos.numel() > 0
@@ -902,17 +1000,13 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
         if step == 0 or kv is None:  # the prompt (or, with no cache, everything so far)
             logits = model(tokens[:, :end], attention_mask=mask, position_ids=positions, cache=kv,
                            logits_to_keep=1).logits[:, -1]
-        elif fast:  # feed only the newest token; the cache holds the rest
-            step_mask = slot_mask[..., :end] if padded else None
-            logits = fast_decode_step(model, tokens[:, end - 1:end], turns[:, step - 1, None, None], kv, step_mask)
-        elif compile:
-            slot = end - 1
-            writer.slot.fill_(slot)
-            slot_mask[:, 0, 0, slot] = True
-            logits = step_fn(model, new[:, None], positions[:, -1:], writer, slot_mask)
-        else:
-            logits = model(tokens[:, end - 1:end], attention_mask=mask, position_ids=positions[:, -1:], cache=kv,
-                           logits_to_keep=1).logits[:, -1]
+        else:  # only the newest token; the cache holds the rest
+            turns = (model.model.rotations(step_positions[:, step - 1:step]) if dynamic_rope
+                     else model.model.turns_by_type(step_turns[:, step - 1]))
+            # Unpadded Command-R: no mask at all. Padding or sliding windows: a [B, 1, 1, keys] mask.
+            masks = model.model.attention_masks(None if seen is None else seen[:, :end], 1, end - 1, device,
+                                                cache=kv)
+            logits = model.decode_step(tokens[:, end - 1:end], turns, masks, kv)
         new = next_token(logits, do_sample, temperature, top_k, top_p, min_p, generator)
         if stops:
             new = torch.where(unfinished, new, pad)
@@ -924,14 +1018,10 @@ def generate(model: CohereForCausalLM, input_ids: torch.Tensor, attention_mask: 
             unfinished &= ~torch.isin(new, eos)
             if not bool(unfinished.any()):
                 break
-        if fast:
-            continue
-        # Without a cache every position is fed again; with one, only the newest (a fresh tensor
-        # each step, so its layout never changes under torch.compile).
-        next_position = positions[:, -1:] + 1
-        positions = torch.cat([positions, next_position], dim=1) if kv is None else next_position.contiguous()
-        if mask is not None:
-            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+        if kv is None:  # every position is fed again next step
+            positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
     if streamer is not None:
         streamer.end()
     return tokens[:, :end].contiguous()

@@ -41,9 +41,10 @@ def test_config_defaults_equal_transformers_defaults():
         theirs = HFConfig()
     ours = CohereConfig()
     for f in dataclasses.fields(CohereConfig):
-        if f.name == "dtype":
+        if f.name in ("dtype", "layer_types", "sliding_window"):  # the last two are cohere2's (test_cohere2)
             continue
         assert getattr(ours, f.name) == getattr(theirs, f.name), f.name
+    assert ours.layer_types == ["full_attention"] * ours.num_hidden_layers and ours.sliding_window is None
 
 
 def test_config_reads_legacy_c4ai_spelling():
@@ -68,7 +69,8 @@ def test_config_accepts_legacy_rope_scaling_with_type_key():
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"model_type": "cohere2"}, "cohere2"),
+    ({"model_type": "llama"}, "model_type='llama' is not supported"),
+    ({"sliding_window": 16}, "only 'cohere2' has sliding-window layers"),
     ({"hidden_size": 100, "num_attention_heads": 64}, "hidden_size=100 is not divisible"),
     ({"num_attention_heads": 64, "num_key_value_heads": 7}, "num_key_value_heads=7"),
     ({"rope_parameters": {"rope_type": "banana", "rope_theta": 1.0}}, "rope_type='banana'"),
@@ -82,8 +84,8 @@ def test_config_rejects_what_it_cannot_run(bad, message):
 
 def test_config_file_errors_name_the_file(tmp_path):
     path = tmp_path / "config.json"
-    path.write_text('{"model_type": "cohere2"}')
-    with pytest.raises(ValueError, match="config.json.*cohere2"):
+    path.write_text('{"model_type": "gemma2"}')
+    with pytest.raises(ValueError, match="config.json.*gemma2"):
         CohereConfig.from_json_file(path)
     path.write_text("{not json")
     with pytest.raises(ValueError, match="config.json: not valid JSON"):
