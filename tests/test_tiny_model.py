@@ -77,6 +77,13 @@ def test_model_card_validation_loss_is_reproduced_from_the_shipped_weights(tiny)
     assert measured < 0.5 * math.log(4096)  # far below an untrained model's ln(4096) = 8.3
 
 
+def test_model_card_examples_are_what_the_shipped_weights_generate(tiny, tokenizer):
+    card = (TINY / "README.md").read_text()
+    examples = train_tiny.greedy_examples(tiny, tokenizer)
+    assert examples in card
+    assert "    Once upon a time, " in examples  # the corpus knows this opening now: a story follows
+
+
 def test_loss_log_covers_every_step_and_ends_lower_than_it_starts():
     curve = json.loads((TINY / "loss_curve.json").read_text())
     assert [e["step"] for e in curve] == list(range(1, len(curve) + 1))
@@ -114,9 +121,11 @@ def test_fp16_overflows_in_the_pre_scale_logits_where_bf16_does_not(tiny, tokeni
     assert bf16["lm_head"] == pytest.approx(1.5 * 65504, rel=0.02)
 
 
-def test_a_short_training_run_is_reproducible_byte_for_byte_and_a_second_stage_continues_its_log(tmp_path):
+def test_a_short_training_run_is_reproducible_byte_for_byte_and_a_second_stage_continues_its_log(
+        tmp_path, monkeypatch):
     """The shipped weights are only as reproducible as the script: two short runs with the same seed
     must write identical weight files, from scratch and when continuing from an earlier bundle."""
+    monkeypatch.setattr(train_tiny, "greedy_examples", lambda *args, **kwargs: "")  # the card's slow part
     def run(out, *extra):
         args = train_tiny.parse_args(["--steps", "3", "--batch-size", "2", "--warmup", "2", "--eval-every", "100",
                                       "--quiet", "--out", str(out), *extra])
