@@ -456,10 +456,10 @@ def rewrite_card(out: Path) -> float:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # the defaults are stage 2's (see the docstring); stage 1 was --steps 1000 --lr 3e-3 --warmup 50
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=330)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--lr", type=float, default=7e-4, help="peak learning rate")
+    ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--logit-scale", type=float, default=0.0625)
     ap.add_argument("--embed-std", type=float, default=1.0, help="init std of the tied embedding matrix")
     ap.add_argument("--fp32", dest="bf16", action="store_false", help="train in fp32 instead of bf16 autocast")
