@@ -126,6 +126,15 @@ def test_a_short_training_run_is_reproducible_byte_for_byte_and_a_second_stage_c
     """The shipped weights are only as reproducible as the script: two short runs with the same seed
     must write identical weight files, from scratch and when continuing from an earlier bundle."""
     monkeypatch.setattr(train_tiny, "greedy_examples", lambda *args, **kwargs: "")  # the card's slow part
+    streams, encode = {}, train_tiny.token_stream  # tokenize each corpus file once, not once per run
+
+    def token_stream(tokenizer, split):
+        if split not in streams:
+            streams[split] = encode(tokenizer, split)
+        return streams[split]
+
+    monkeypatch.setattr(train_tiny, "token_stream", token_stream)
+
     def run(out, *extra):
         args = train_tiny.parse_args(["--steps", "3", "--batch-size", "2", "--warmup", "2", "--eval-every", "100",
                                       "--quiet", "--out", str(out), *extra])
