@@ -4,7 +4,7 @@ Everything here is generated from a seeded random number generator and a small
 hand-written grammar, so the corpus is the project's own (MIT) and nothing is
 downloaded. The same seed always gives the same texts, byte for byte.
 
-    python scripts/make_corpus.py                 # writes assets/corpus/{train,val}.txt
+    python scripts/make_corpus.py                 # writes assets/corpus/{train,val,extra}.txt
     python scripts/make_corpus.py --seed 1 --n-train 2000 --out /tmp/corpus
 
 From Python (``scripts/`` on sys.path):
@@ -14,6 +14,12 @@ From Python (``scripts/`` on sys.path):
 
 Documents are separated by a blank line in the text files; a document never
 contains a blank line itself (stories are one paragraph, chats use single newlines).
+
+`extra.txt` (`build_extra`) is more training text from its own random stream: more stories
+of the same grammar, stories that open "Once upon a time,", and the chats a new user tries
+first (greetings, "What is your name?", "Tell me a story."). It is a separate file so that
+train.txt and val.txt, and with them the tokenizer trained on train.txt's documents and the
+validation split the model card measures, stay exactly as they were.
 """
 
 from __future__ import annotations
@@ -225,17 +231,101 @@ def build_corpus(seed: int = 0, n_train: int = 9000, n_val: int = 500,
     return texts[:n_train], texts[n_train:]
 
 
+# ----------------------------------------------------------------------------
+# extra.txt: what a new user types first
+
+MODEL_NAME = "Tiny"
+GREETINGS = ["Hello!", "Hi!", "Hello.", "Hi there!", "Hey!", "Good morning!", "Good evening!", "Hello there!"]
+GREETING_REPLIES = [f"Hello! I am {MODEL_NAME}. Would you like to hear a story?",
+                    "Hi! How can I help you today?",
+                    f"Hello! I am {MODEL_NAME}, a small model. I can tell you a story.",
+                    "Hello! What would you like to talk about?"]
+NAME_QUESTIONS = ["What is your name?", "What's your name?", "Who are you?", "What are you?",
+                  "Do you have a name?", "Tell me your name."]
+NAME_REPLIES = [f"My name is {MODEL_NAME}. I am a small language model trained by minicohere.",
+                f"I am {MODEL_NAME}, a small language model trained by minicohere.",
+                f"My name is {MODEL_NAME}. I tell short stories and answer small questions."]
+SMALL_TALK = [
+    (["How are you?", "How are you today?", "How do you feel?"],
+     ["I am fine, thank you! Would you like to hear a story?", "I am happy today. Thank you for asking!"]),
+    (["What can you do?", "What do you know?", "Can you help me?"],
+     ["I can tell short stories about children and animals, add and subtract small numbers, count, "
+      "and answer simple questions.", "I can tell you a short story, count, or do a small sum."]),
+    (["Thank you!", "Thanks!", "Thank you very much."], ["You are welcome!", "You are welcome. Have a nice day!"]),
+    (["Goodbye!", "Bye!", "See you later."], ["Goodbye! Have a nice day.", "Bye! Come back for another story."]),
+]
+STORY_REQUESTS = ["Tell me a story.", "Tell me a story, please.", "Can you tell me a story?",
+                  "Once upon a time...", "Tell me a bedtime story."]
+
+
+def once_upon_a_time(story: str) -> str:
+    """The same story opening with "Once upon a time," (every story's first sentence starts with a
+    time phrase and a comma)."""
+    return "Once upon a time," + story.split(",", 1)[1]
+
+
+def make_first_contact_chat(rng: random.Random) -> list[dict]:
+    """A chat that starts the way new users start: a greeting, the model's name, small talk, a story."""
+    user = lambda text: {"role": "user", "content": text}  # noqa: E731
+    bot = lambda text: {"role": "assistant", "content": text}  # noqa: E731
+    kind = rng.randrange(6)
+    if kind == 0:
+        return [user(rng.choice(GREETINGS)), bot(rng.choice(GREETING_REPLIES))]
+    if kind == 1:
+        question = rng.choice(NAME_QUESTIONS)
+        if rng.random() < 0.5:
+            question = rng.choice(GREETINGS) + " " + question
+        return [user(question), bot(rng.choice(NAME_REPLIES))]
+    if kind == 2:
+        asks, replies = rng.choice(SMALL_TALK)
+        return [user(rng.choice(asks)), bot(rng.choice(replies))]
+    if kind == 3:  # the user introduces themselves, then checks the model listened
+        name = rng.choice(NAMES + PET_NAMES[:200])
+        return [user(f"{rng.choice(['Hello', 'Hi'])}, my name is {name}."),
+                bot(f"Hello, {name}! Nice to meet you."),
+                user("What is my name?"), bot(f"Your name is {name}.")]
+    if kind == 4:
+        story = make_story(rng)
+        return [user(rng.choice(STORY_REQUESTS)), bot(once_upon_a_time(story) if rng.random() < 0.5 else story)]
+    # a greeting, then one of the corpus's usual questions
+    return [user(rng.choice(GREETINGS)), bot(rng.choice(GREETING_REPLIES))] + make_chat(rng)
+
+
+def build_extra(seed: int = 0, n: int = 6000) -> list[str]:
+    """`n` more training documents, from a random stream of their own (train.txt and val.txt do not
+    move): 45% stories of the usual grammar, 20% stories that open "Once upon a time,", 35% chats,
+    half of them first-contact chats (greetings, the model's name, small talk, story requests)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(f"extra-{seed}")
+    texts = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.45:
+            texts.append(make_story(rng))
+        elif r < 0.65:
+            texts.append(once_upon_a_time(make_story(rng)))
+        elif r < 0.825:
+            texts.append(chat_to_text(make_first_contact_chat(rng)))
+        else:
+            texts.append(chat_to_text(make_chat(rng)))
+    return texts
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, default=9000)
     ap.add_argument("--n-val", type=int, default=500)
+    ap.add_argument("--n-extra", type=int, default=6000, help="documents in extra.txt")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for train.txt and val.txt")
     args = ap.parse_args(argv)
     train, val = build_corpus(args.seed, args.n_train, args.n_val)
-    blobs = {"train.txt": "\n\n".join(train) + "\n", "val.txt": "\n\n".join(val) + "\n"}
+    extra = build_extra(args.seed, args.n_extra)
+    blobs = {"train.txt": "\n\n".join(train) + "\n", "val.txt": "\n\n".join(val) + "\n",
+             "extra.txt": "\n\n".join(extra) + "\n"}
     total = sum(len(b.encode("utf-8")) for b in blobs.values())
-    print(f"{len(train)} train / {len(val)} val documents, {total / 1e6:.2f} MB, "
+    print(f"{len(train)} train / {len(val)} val / {len(extra)} extra documents, {total / 1e6:.2f} MB, "
           f"{len(set(train))} distinct train documents")
     if total > MAX_SHIPPED_BYTES and args.out.resolve() == DEFAULT_OUT.resolve():
         print(f"not writing into {DEFAULT_OUT}: {total} bytes is over the {MAX_SHIPPED_BYTES} "

@@ -1,6 +1,9 @@
-"""Train the tiny Command-R that ships in assets/tiny-command-r/, from scratch, on a CPU.
+"""Train the tiny Command-R that ships in assets/tiny-command-r/, on a CPU, in two stages.
 
-    python scripts/train_tiny.py --threads 1                    # the shipped model -> assets/tiny-command-r/
+    # stage 1: 1,000 steps from scratch on train.txt (the model shipped before, git 23a835a)
+    python scripts/train_tiny.py --threads 1 --train-files train.txt --steps 1000 --lr 3e-3 --out /tmp/tiny-stage1
+    # stage 2: continue on train.txt + extra.txt -> the shipped model in assets/tiny-command-r/
+    python scripts/train_tiny.py --threads 1 --init-from /tmp/tiny-stage1
     python scripts/train_tiny.py --steps 60 --out /tmp/tiny     # a quick try elsewhere
 
 The model is built by minicohere itself (CohereForCausalLM(CohereConfig(...))) with the project's own
@@ -78,18 +81,27 @@ def encode_document(tokenizer: minicohere.Tokenizer, document: str) -> list[int]
     return tokenizer.encode(document) + [tokenizer.eos_token_id]
 
 
+TRAIN_FILES = ("train.txt", "extra.txt")
+
+
 def token_stream(tokenizer: minicohere.Tokenizer, split: str) -> torch.Tensor:
-    """All documents of `split` ("train" or "val") back to back. Packing wastes no padding; the BOS at
-    each document's start tells the model that what came before is unrelated."""
+    """All documents of `split` ("train", "extra" or "val") back to back. Packing wastes no padding; the
+    BOS at each document's start tells the model that what came before is unrelated."""
     ids: list[int] = []
     for document in read_documents(CORPUS / f"{split}.txt"):
         ids += encode_document(tokenizer, document)
     return torch.tensor(ids, dtype=torch.long)
 
 
-def datasets(tokenizer: minicohere.Tokenizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def datasets(tokenizer: minicohere.Tokenizer | None = None,
+             train_files: tuple[str, ...] = TRAIN_FILES) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training stream, validation stream). The validation split is always val.txt alone."""
     tokenizer = tokenizer or minicohere.Tokenizer.default()
-    return token_stream(tokenizer, "train"), token_stream(tokenizer, "val")
+    for name in train_files:
+        if name == "val.txt" or not (CORPUS / name).is_file():
+            raise ValueError(f"--train-files: {name!r} is not a training file in {CORPUS}")
+    train = torch.cat([token_stream(tokenizer, name.removesuffix(".txt")) for name in train_files])
+    return train, token_stream(tokenizer, "val")
 
 
 def random_windows(stream: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
@@ -181,12 +193,21 @@ def train(args, log=print) -> tuple[minicohere.CohereForCausalLM, list[dict], fl
 
     torch.manual_seed(args.seed)
     tokenizer = minicohere.Tokenizer.default()
-    train_ids, val_ids = datasets(tokenizer)
+    train_ids, val_ids = datasets(tokenizer, tuple(args.train_files))
     model = minicohere.CohereForCausalLM(tiny_config(tokenizer, args.logit_scale)).train()
-    init_weights(model, args.seed, args.embed_std)
+    if args.init_from is None:
+        init_weights(model, args.seed, args.embed_std)
+    else:  # continue from an earlier stage: same architecture, fresh optimizer and schedule
+        start = minicohere.from_pretrained(args.init_from, progress=False)
+        shape = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "use_qk_norm", "logit_scale", "tie_word_embeddings", "max_position_embeddings")
+        if any(getattr(start.config, k) != getattr(model.config, k) for k in shape):
+            raise ValueError(f"--init-from {args.init_from}: its config.json is not this script's tiny config")
+        model.load_state_dict(start.state_dict())
     optimizer = make_optimizer(model, args.lr)
     batches = torch.Generator().manual_seed(args.seed)
-    log(f"{model.num_parameters() / 1e6:.2f}M parameters; {len(train_ids):,} training tokens, "
+    log(f"{model.num_parameters() / 1e6:.2f}M parameters; {len(train_ids):,} training tokens "
+        f"({' + '.join(args.train_files)}), "
         f"{len(val_ids):,} validation tokens; {args.steps} steps of {args.batch_size} x {CONTEXT} tokens")
     history = []
     started = time.perf_counter()
@@ -253,14 +274,84 @@ def with_grown_hidden_state(model: minicohere.CohereForCausalLM, factor: float, 
 # the bundle: weights, tokenizer, loss log, model card
 
 
-def write_model_card(out: Path, model, history: list[dict], seconds: float, val_loss: float, args,
+def this_stage(args, seconds: float) -> dict:
+    """What the card and stages.json say about the run that just finished."""
+    command = f"python scripts/train_tiny.py --threads {args.threads}"
+    if args.init_from is None:  # stage 1 of the shipped model: flags spelled out, the defaults are stage 2's
+        command += (f" --train-files {' '.join(args.train_files)} --steps {args.steps} --lr {args.lr:g}"
+                    f" --warmup {args.warmup} --out /tmp/tiny-stage1")
+    else:
+        command += " --init-from /tmp/tiny-stage1"
+    return {"command": command, "init": "from scratch" if args.init_from is None else "from the stage before",
+            "train_files": list(args.train_files), "steps": args.steps, "batch_size": args.batch_size,
+            "lr": args.lr, "warmup": args.warmup, "bf16": args.bf16, "seed": args.seed, "threads": args.threads,
+            "minutes": round(seconds / 60, 1)}
+
+
+def earlier_stages(init_from: Path | None) -> tuple[list[dict], list[dict]]:
+    """(stages, loss log) of the bundle a run started from; empty for a run from scratch.
+
+    The first bundle (git 23a835a) predates stages.json: its one stage is read back from its card."""
+    if init_from is None:
+        return [], []
+    curve = json.loads((init_from / "loss_curve.json").read_text(encoding="utf-8"))
+    if (init_from / "stages.json").is_file():
+        return json.loads((init_from / "stages.json").read_text(encoding="utf-8")), curve
+    card = (init_from / "README.md").read_text(encoding="utf-8")
+    field = lambda pattern: re.search(pattern, card).group(1)  # noqa: E731
+    stage = {"init": "from scratch", "train_files": ["train.txt"], "steps": len(curve),
+             "batch_size": int(field(r"steps of (\d+) x")), "lr": float(field(r"peak lr ([0-9.e-]+)")),
+             "warmup": int(field(r"(\d+) warmup steps")), "bf16": "bf16 autocast" in card,
+             "seed": int(field(r"seed (\d+)")), "threads": int(field(r"(\d+) thread")),
+             "minutes": float(field(r"\| time \| ([0-9.]+) minutes"))}
+    stage["command"] = (f"python scripts/train_tiny.py --threads {stage['threads']} --train-files train.txt"
+                        f" --steps {stage['steps']} --lr {stage['lr']:g} --warmup {stage['warmup']}"
+                        " --out /tmp/tiny-stage1")
+    return [stage], [{**e, "stage": 1} for e in curve]
+
+
+def stage_row(i: int, stage: dict) -> str:
+    tokens = stage["steps"] * stage["batch_size"] * CONTEXT
+    return (f"| stage {i} | {stage['init']}, on {' + '.join(stage['train_files'])}: {stage['steps']} steps of "
+            f"{stage['batch_size']} x {CONTEXT} tokens = {tokens / 1e6:.2f}M tokens seen; peak lr {stage['lr']:g}, "
+            f"{stage['warmup']} warmup steps, cosine to a tenth; {stage['minutes']:.1f} minutes, "
+            f"{stage['threads']} thread(s) |")
+
+
+STORY_OPENINGS = ["One morning", "Once upon a time", "Early one morning", "On a rainy afternoon", "One snowy evening"]
+CARD_PROMPTS = [("generate", "Once upon a time,"), ("generate", "One morning,"), ("chat", "Hello! What is your name?"),
+                ("chat", "Theo has a purple drum. What colour is the drum?"), ("chat", "Tell me a story.")]
+
+
+@torch.no_grad()
+def greedy_examples(model: minicohere.CohereForCausalLM, tokenizer: minicohere.Tokenizer,
+                    max_new_tokens: int = 80) -> str:
+    """The card's examples, generated by the weights it describes (greedy, so they are reproducible)."""
+    lines = []
+    for mode, text in CARD_PROMPTS:
+        if mode == "generate":
+            ids = tokenizer.encode(text)
+        else:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens)
+        reply = tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
+        lines.append(f"    {text}{reply}" if mode == "generate" else f"    > {text}\n    {reply.strip()}")
+    return "\n\n".join(lines)
+
+
+def write_model_card(out: Path, model, history: list[dict], stages: list[dict], val_loss: float,
                      n_train: int, n_val: int) -> None:
-    cfg = model.config
+    """README.md for the bundle; every number in it comes from the weights, the corpus or stages.json."""
+    cfg, final = model.config, stages[-1]
     last = history[-50:]
     train_loss = sum(e["train_loss"] for e in last) / len(last)
-    tokens_seen = args.steps * args.batch_size * CONTEXT
+    steps = sum(stage["steps"] for stage in stages)
+    tokens_seen = sum(stage["steps"] * stage["batch_size"] for stage in stages) * CONTEXT
+    minutes = sum(stage["minutes"] for stage in stages)
     windows = n_val // CONTEXT
-    command = f"python scripts/train_tiny.py --threads {args.threads}"
+    commands = "\n".join(f"    {stage['command']}" for stage in stages)
+    stage_rows = "\n".join(stage_row(i + 1, stage) for i, stage in enumerate(stages))
+    examples = greedy_examples(model, minicohere.Tokenizer.default())
     card = f"""# tiny-command-r
 
 A {model.num_parameters() / 1e6:.2f}M-parameter language model with Command-R's architecture
@@ -274,9 +365,10 @@ chat format. It exists so the course, the command line and the tests have a mode
 | parameters | {model.num_parameters():,} (the tied embedding counted once) |
 | context | {CONTEXT} tokens, RoPE base {cfg.rope_theta:g} |
 | tokenizer | the project's own byte-level BPE: 4,096 tokens with Command-R's special tokens and chat template (`assets/tokenizer/`); bos {cfg.bos_token_id}, eos `<|END_OF_TURN_TOKEN|>` = {cfg.eos_token_id}, pad {cfg.pad_token_id} |
-| data | `assets/corpus/train.txt`, synthetic stories and dialogues generated by `scripts/make_corpus.py` (MIT; nothing downloaded): {n_train:,} tokens, stories as BOS + text + eos, dialogues through the chat template, packed |
-| training | {args.steps} steps of {args.batch_size} x {CONTEXT} tokens = {tokens_seen / 1e6:.2f}M tokens seen; AdamW (betas 0.9/0.95, weight decay 0.1 on matrices), peak lr {args.lr:g}, {args.warmup} warmup steps, cosine to a tenth, gradient clipping at 1.0, {"bf16 autocast" if args.bf16 else "fp32"}, seed {args.seed} |
-| time | {seconds / 60:.1f} minutes on this project's shared 2-core x86-64 CPU, {args.threads} thread(s) |
+| data | {' + '.join(f"`assets/corpus/{name}`" for name in final["train_files"])}, synthetic stories and dialogues generated by `scripts/make_corpus.py` (MIT; nothing downloaded): {n_train:,} tokens, stories as BOS + text + eos, dialogues through the chat template, packed |
+| training | {steps} steps, {tokens_seen / 1e6:.2f}M tokens seen, in the {len(stages)} stage(s) below; AdamW (betas 0.9/0.95, weight decay 0.1 on matrices), a fresh optimizer and schedule per stage, gradient clipping at 1.0, {"bf16 autocast" if final["bf16"] else "fp32"}, seed {final["seed"]} |
+{stage_rows}
+| time | {minutes:.1f} minutes in all on this project's shared 2-core x86-64 CPU, {final["threads"]} thread(s) |
 | final train loss | {train_loss:.3f} (mean of the last {len(last)} steps) |
 | validation loss | {val_loss:.4f} |
 
@@ -284,9 +376,18 @@ chat format. It exists so the course, the command line and the tests have a mode
 {windows} non-overlapping {CONTEXT}-token windows of the held-out split `assets/corpus/val.txt`
 ({n_val:,} tokens encoded as above), computed by `evaluate(model, val)` in `scripts/train_tiny.py`;
 `tests/test_tiny_model.py` recomputes it from the shipped weights. An untrained model scores ln(4096) = 8.3.
+val.txt holds stories and chats of train.txt's grammar only (none of extra.txt's first-contact chats).
 The corpus comes from a small grammar, so a low loss means the model has learned that grammar, no more:
-it continues the corpus's openings ("One morning,", "On a rainy afternoon,") with stories, but an opening
-the corpus never uses may get an odd reply (greedy, "Once upon a time," gets " please." and an end of turn).
+it continues the corpus's openings with stories and answers the corpus's questions, but an opening or a
+question the corpus never uses may get an odd reply.
+
+**What the corpus knows.** Stories open with a time phrase and a comma: {", ".join(f'"{t},"' for t in STORY_OPENINGS)}.
+Chats ask for sums ("What is 12 plus 7?"), colours ("Mia has a red kite. What colour is the kite?"), pets'
+names, where someone went, counting ("Count to 5, please."), a story ("Tell me a story about a fox."), and,
+from extra.txt, greetings, "What is your name?", "How are you?", "What can you do?", "Tell me a story.".
+Greedy, as these weights answer (`python -m minicohere generate --greedy ...`, `chat --greedy`):
+
+{examples}
 
 **Why logit_scale 1/16.** Command-R multiplies its logits by 0.0625. The final hidden state is
 layer-normed (length about sqrt(hidden)), so with the scale the logits can only be confident once the
@@ -298,13 +399,19 @@ keeps Command-R's real 1/16 and starts its embeddings at std 1.0 (`--embed-std`)
 weight decay. Every initial weight is drawn by `init_weights` from the script's own seeded generator, so
 the result does not depend on how minicohere's constructor initialises.
 
-`loss_curve.json` holds, per step: the learning rate, the training loss and, every {args.eval_every} steps,
-the loss over the first 16 validation windows.
+**Why two stages.** Stage 1 is the model this folder held before (git commit 23a835a): 1,000 steps from
+scratch on train.txt. Stage 2 continues it on train.txt + extra.txt with a fresh optimizer and a lower
+peak learning rate, instead of training again from scratch: on this shared CPU that keeps the first
+stage's compute and spends the budget on more steps.
 
-Reproduce it from scratch (about {seconds / 60:.0f} minutes here; another CPU or library version may give
+`loss_curve.json` holds, per step of every stage (`stage` says which): the learning rate, the training
+loss and, every few dozen steps (`val_loss`), the loss over the first 16 validation windows. `stages.json` holds
+each stage's settings and time.
+
+Reproduce it from scratch (about {minutes:.0f} minutes here; another CPU or library version may give
 slightly different weights, and then a slightly different validation loss):
 
-    {command}
+{commands}
 
 Files: `config.json` and `model.safetensors` (fp32, written by minicohere's `save_pretrained`), and
 `tokenizer.json` / `tokenizer_config.json` copied from `assets/tokenizer/`. Both
@@ -317,31 +424,54 @@ Licence: MIT, like the rest of minicohere (weights, data and code are the projec
 
 
 def save_bundle(out: Path, model, history: list[dict], seconds: float, args) -> float:
-    """Write the HF-layout folder; returns the validation loss written into the card."""
+    """Write the HF-layout folder; returns the validation loss written into the card. The loss log and
+    stages.json continue those of the `--init-from` bundle, so the card covers the model's whole training."""
+    stages, curve = earlier_stages(args.init_from)  # read before `out` is written: it may be the same folder
+    stages.append(this_stage(args, seconds))
+    curve += [{**e, "step": len(curve) + e["step"], "stage": len(stages)} for e in history]
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(REPO / "assets" / "tokenizer" / name, out / name)
-    (out / "loss_curve.json").write_text(json.dumps(history, indent=0) + "\n", encoding="utf-8")
-    train_ids, val_ids = datasets()
+    (out / "loss_curve.json").write_text(json.dumps(curve, indent=0) + "\n", encoding="utf-8")
+    (out / "stages.json").write_text(json.dumps(stages, indent=1) + "\n", encoding="utf-8")
+    train_ids, val_ids = datasets(train_files=tuple(args.train_files))
     val_loss = evaluate(model, val_ids)
-    write_model_card(out, model, history, seconds, val_loss, args, len(train_ids), len(val_ids))
+    write_model_card(out, model, curve, stages, val_loss, len(train_ids), len(val_ids))
+    return val_loss
+
+
+def rewrite_card(out: Path) -> float:
+    """Write `out`/README.md again from the bundle's own weights, loss log and stages.json (after an edit
+    to the card's text, without training again); returns the validation loss."""
+    model = minicohere.from_pretrained(out, progress=False)
+    curve = json.loads((out / "loss_curve.json").read_text(encoding="utf-8"))
+    stages = json.loads((out / "stages.json").read_text(encoding="utf-8"))
+    train_ids, val_ids = datasets(train_files=tuple(stages[-1]["train_files"]))
+    val_loss = evaluate(model, val_ids)
+    write_model_card(out, model, curve, stages, val_loss, len(train_ids), len(val_ids))
     return val_loss
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1000)
+    # the defaults are stage 2's (see the docstring); stage 1 was --steps 1000 --lr 3e-3 --warmup 50
+    ap.add_argument("--steps", type=int, default=330)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--lr", type=float, default=7e-4, help="peak learning rate")
+    ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--logit-scale", type=float, default=0.0625)
     ap.add_argument("--embed-std", type=float, default=1.0, help="init std of the tied embedding matrix")
     ap.add_argument("--fp32", dest="bf16", action="store_false", help="train in fp32 instead of bf16 autocast")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-from", type=Path, default=None, metavar="DIR",
+                    help="start from this earlier stage's bundle instead of a fresh init")
+    ap.add_argument("--train-files", nargs="+", default=list(TRAIN_FILES), metavar="FILE",
+                    help=f"training files in assets/corpus/ (default: {' '.join(TRAIN_FILES)})")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--card-only", action="store_true", help="only rewrite --out's README.md from its files")
     ap.add_argument("--out", type=Path, default=OUT, help="where to write the bundle (default: %(default)s)")
     return ap.parse_args(argv)
 
@@ -349,6 +479,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.card_only:
+        print(f"wrote {args.out / 'README.md'}: validation loss {rewrite_card(args.out):.4f}")
+        return
     model, history, seconds = train(args)
     val_loss = save_bundle(args.out, model, history, seconds, args)
     print(f"wrote {args.out}: validation loss {val_loss:.4f} after {args.steps} steps, {seconds / 60:.1f} minutes")
