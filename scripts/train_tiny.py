@@ -1,7 +1,7 @@
 """Train the tiny Command-R that ships in assets/tiny-command-r/, on a CPU, in two stages.
 
     # stage 1: 1,000 steps from scratch on train.txt (the model shipped before, git 23a835a)
-    python scripts/train_tiny.py --threads 1 --train-files train.txt --steps 1000 --lr 3e-3 --out /tmp/tiny-stage1
+    python scripts/train_tiny.py --threads 1 --train-files train.txt --steps 1000 --lr 3e-3 --warmup 50 --out /tmp/tiny-stage1
     # stage 2: continue on train.txt + extra.txt -> the shipped model in assets/tiny-command-r/
     python scripts/train_tiny.py --threads 1 --init-from /tmp/tiny-stage1
     python scripts/train_tiny.py --steps 60 --out /tmp/tiny     # a quick try elsewhere
