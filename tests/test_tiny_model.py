@@ -91,8 +91,9 @@ def test_loss_log_covers_every_step_and_ends_lower_than_it_starts():
     assert str(len(curve)) in (TINY / "README.md").read_text()  # the card states the step count
 
 
-def test_greedy_continuation_reads_like_the_corpus(tiny, tokenizer):
-    ids = torch.tensor([tokenizer.encode("One morning,")])  # an opening the corpus uses
+@pytest.mark.parametrize("opening", ["One morning,", "Once upon a time,"])  # openings the corpus uses
+def test_greedy_continuation_reads_like_the_corpus(tiny, tokenizer, opening):
+    ids = torch.tensor([tokenizer.encode(opening)])
     out = tiny.generate(ids, max_new_tokens=40)
     words = re.findall(r"[a-z]+", tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True).lower())
     assert len(words) >= 8
@@ -105,6 +106,15 @@ def test_chat_answers_a_colour_question_and_ends_its_turn(tiny, tokenizer):
     out = tiny.generate(torch.tensor([ids]), max_new_tokens=20)
     answer = tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
     assert "purple" in answer.lower()
+    assert out[0, -1].item() == tokenizer.eos_token_id
+
+
+def test_chat_answers_what_a_new_user_asks_first_and_ends_its_turn(tiny, tokenizer):
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Hello! What is your name?"}],
+                                        add_generation_prompt=True)
+    out = tiny.generate(torch.tensor([ids]), max_new_tokens=48)
+    answer = tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
+    assert "my name is tiny" in answer.lower()  # extra.txt's first-contact chats taught it
     assert out[0, -1].item() == tokenizer.eos_token_id
 
 
