@@ -55,8 +55,8 @@ def main():
         mb = len(text.encode("utf-8")) / 1e6
         lib_s, lib_ids = timed(lambda: fast.encode(text, add_special_tokens=False).ids, args.repeat)
         bpe._cache.clear()
-        cold_s, bpe_ids = timed(lambda: bpe.encode(text), 1)
-        warm_s, _ = timed(lambda: bpe.encode(text), args.repeat)
+        cold_s, bpe_ids = timed(lambda: bpe.encode(text, add_special_tokens=False), 1)
+        warm_s, _ = timed(lambda: bpe.encode(text, add_special_tokens=False), args.repeat)
         assert bpe_ids == lib_ids, "ByteLevelBPE and the library disagree"
         n = len(lib_ids)
         for name, s in [("tokenizers (Rust)", lib_s), ("ByteLevelBPE cold", cold_s),

@@ -755,9 +755,10 @@ class CohereForCausalLM(nn.Module):
 
     # Loading and saving: the code is in checkpoint.py (notebook 10); these are the familiar entry points.
     @classmethod
-    def from_pretrained(cls, path_or_repo_id, dtype="auto", device="cpu", revision=None, token=None):
+    def from_pretrained(cls, path_or_repo_id, **options):
+        """`minicohere.from_pretrained`: dtype, device, revision, token, quantize, group_size, ..."""
         from .checkpoint import from_pretrained
-        return from_pretrained(path_or_repo_id, dtype=dtype, device=device, revision=revision, token=token)
+        return from_pretrained(path_or_repo_id, **options)
 
     def save_pretrained(self, directory, max_shard_size="5GB"):
         from .checkpoint import save_pretrained
