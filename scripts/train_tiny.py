@@ -402,7 +402,11 @@ the result does not depend on how minicohere's constructor initialises.
 **Why two stages.** Stage 1 is the model this folder held before (git commit 23a835a): 1,000 steps from
 scratch on train.txt. Stage 2 continues it on train.txt + extra.txt with a fresh optimizer and a lower
 peak learning rate, instead of training again from scratch: on this shared CPU that keeps the first
-stage's compute and spends the budget on more steps.
+stage's compute and spends the budget on more steps. Stage 2 run twice from the shipped stage-1 weights
+gave these weights byte for byte. Stage 1 run again with today's code and libraries does not retrace the
+shipped stage 1 exactly (its training loss differs in the fourth decimal from step 3 on), so the two
+commands below give a close model, not these bytes. To get these bytes, start stage 2 from the shipped
+stage 1: `mkdir /tmp/tiny-stage1 && git archive 23a835a assets/tiny-command-r | tar -x --strip-components=2 -C /tmp/tiny-stage1`.
 
 `loss_curve.json` holds, per step of every stage (`stage` says which): the learning rate, the training
 loss and, every few dozen steps (`val_loss`), the loss over the first 16 validation windows. `stages.json` holds
