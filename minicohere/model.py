@@ -111,7 +111,9 @@ class CohereConfig:
                 pattern = sliding_window_pattern or 4
                 self.layer_types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
                                     for i in range(self.num_hidden_layers)]
-        elif self.layer_types is None:
+        elif self.layer_types is None or set(self.layer_types) == {"full_attention"}:
+            # Command-R's layers are all global, so the list follows the depth (also when a copy of a
+            # config changes num_hidden_layers, as dataclasses.replace does in the course).
             self.layer_types = ["full_attention"] * self.num_hidden_layers
         self.layer_types = list(self.layer_types)
         self.rope_parameters = dict(self.rope_parameters or {})

@@ -385,3 +385,14 @@ def test_training_step_reduces_loss():
             loss.backward()
             opt.step()
     assert loss.item() < first * 0.7
+
+
+def test_a_command_r_config_copied_with_another_depth_keeps_every_layer_global():
+    import dataclasses
+
+    from minicohere import CohereConfig
+
+    deep = CohereConfig(num_hidden_layers=40)
+    shallow = dataclasses.replace(deep, num_hidden_layers=2)
+    assert shallow.layer_types == ["full_attention", "full_attention"]
+    assert len(deep.layer_types) == 40
