@@ -105,13 +105,16 @@ def quality(path, out):
     loss, kl, _ = evaluate(bf16, windows, ref)
     rows.append(("bf16", "weights and activations", loss, kl))
     for scheme, kw in SCHEMES:
-        for head in (True, False) if (scheme, kw) in (("int8", {}), ("int4", {"group_size": 64}), ("nf4", {})) \
-                else (True,):
+        heads = (True, False) if (scheme, kw) in (("int8", {}), ("int4", {"group_size": 64}), ("nf4", {})) else (True,)
+        if scheme in ("int4", "nf4") and kw.get("group_size", 64) == 64 and not kw.get("symmetric"):
+            heads += ("int8",)  # the 4-bit body with an 8-bit head
+        for head in heads:
             q = minicohere.from_pretrained(path, progress=False, quantize=scheme, quantize_head=head, **kw)
             loss, kl, _ = evaluate(q, windows, ref)
-            note = "as run (bf16 activations in the kernels)" + ("" if head else ", head kept fp32")
+            note = "as run (bf16 activations in the kernels)" + {True: "", False: ", head kept fp32"}.get(
+                head, f", head {head}")
             rows.append((label(scheme, kw), note, loss, kl))
-            if head:
+            if head is True:
                 loss, kl, _ = evaluate(dequantized_copy(path, scheme, kw), windows, ref)
                 rows.append((label(scheme, kw), "weight rounding alone (fp32 activations)", loss, kl))
     print(f"\n### Quality: {Path(path).name} over corpus/val.txt ({windows.numel()} tokens, "

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .model import CohereConfig, CohereForCausalLM
-from .quant import QuantizedEmbedding, check_scheme, linear_names, quantize_weight, replace_module
+from .quant import QuantizedEmbedding, check_scheme, head_scheme, linear_names, quantize_weight, replace_module
 
 SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -255,13 +255,15 @@ def check_entries(entries: dict[str, TensorEntry], expected: dict[str, torch.Siz
 
 def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, token=None,
                     progress: bool = True, quantize: str | None = None, group_size: int = 64,
-                    symmetric: bool = False, quantize_head: bool = True) -> CohereForCausalLM:
+                    symmetric: bool = False, quantize_head: bool | str = True) -> CohereForCausalLM:
     """Load a Command-R checkpoint: a local folder or a hub id (json and safetensors only).
 
     dtype="auto" keeps the checkpoint's dtype. The model is built on the `meta` device (no memory), every
     file is checked first, then each tensor goes straight from the memory-mapped file to `device`/`dtype`.
     quantize="int8" | "int4" | "nf4" quantizes each linear weight as it is read (quant.py), so memory
     holds the quantized model plus one tensor in its stored dtype, never the full-precision model.
+    quantize_head: True quantizes the LM head (the tied embedding) with the same scheme, False keeps it,
+    a scheme name ("int8") gives it that one.
     """
     from tqdm import tqdm
 
@@ -286,7 +288,10 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
     quantized: dict[str, str] = {}
     if quantize is not None:
         check_scheme(quantize, group_size)
-        quantized = {f"{name}.weight": name for name in linear_names(model, quantize_head)}
+        quantize_head = head_scheme(quantize, quantize_head)
+        if quantize_head is not None:
+            check_scheme(quantize_head, group_size)
+        quantized = {f"{name}.weight": name for name in linear_names(model, quantize_head is not None)}
         if quantize_head and config.tie_word_embeddings:
             quantized["model.embed_tokens.weight"] = quantized.pop("lm_head.weight")
 
@@ -305,7 +310,8 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
                 layer_name = quantized[entry.name]
                 old = model.get_submodule(layer_name)
                 bias = old.bias if getattr(old, "bias", None) is not None and not old.bias.is_meta else None
-                replace_module(model, layer_name, quantize_weight(weight, bias, quantize, group_size, symmetric))
+                kind = quantize_head if layer_name == "lm_head" else quantize
+                replace_module(model, layer_name, quantize_weight(weight, bias, kind, group_size, symmetric))
                 del weight
                 release_pages(mapped, entry)
                 continue

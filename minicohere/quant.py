@@ -19,8 +19,9 @@ weights (the bundled model's MLP has 704 inputs; 704 is not a multiple of 128).
 The tied embedding / LM head is quantized by default (`head=True`): it is the largest single matrix and,
 in decode, the largest read per token (256000 x 8192 in c4ai-command-r-v01, 6% of the model; a quarter
 of the bundled model). One quantized copy serves both uses: the head multiplies by it, the embedding
-dequantizes only the rows of the tokens it looks up. `head=False` keeps it in its float dtype;
-benchmarks/bench_quant.py measures both.
+dequantizes only the rows of the tokens it looks up. `head=False` keeps it in its float dtype, and
+`head="int8"` gives it a scheme of its own (int4 blocks with an int8 head: the head's rounding moves every
+logit, so a few more bits there buy back most of int4's loss); benchmarks/bench_quant.py measures all three.
 
 On the CPU the matrix multiply runs in PyTorch's own kernels for packed weights with bf16 activations
 (`torch._weight_int8pack_mm`, `aten._weight_int4pack_mm_for_cpu`); with fp32 activations those kernels are
@@ -419,8 +420,22 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, QuantizedLinear) for m in model.modules())
 
 
-def check_quantize_args(model: nn.Module, scheme: str, group_size: int) -> None:
+def head_scheme(scheme: str, head: bool | str) -> str | None:
+    """The LM head's scheme: the body's (head=True), none (False: kept in float), or one named."""
+    if head is True:
+        return scheme
+    if head is False or head is None:
+        return None
+    if head not in SCHEMES:
+        raise ValueError(f"head={head!r}: use True (the body's scheme), False (kept in float) or one of "
+                         f"{', '.join(map(repr, SCHEMES))}")
+    return head
+
+
+def check_quantize_args(model: nn.Module, scheme: str, group_size: int, head: bool | str = True) -> None:
     check_scheme(scheme, group_size)
+    if head_scheme(scheme, head) is not None:
+        check_scheme(head_scheme(scheme, head), group_size)
     if is_quantized(model):
         kinds = sorted({m.scheme for m in model.modules() if isinstance(m, QuantizedLinear)})
         raise ValueError(f"the model is already quantized ({', '.join(kinds)}); quantizing twice would "
@@ -434,18 +449,21 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 @torch.no_grad()
 def quantize(model: nn.Module, scheme: str, group_size: int = 64, symmetric: bool = False,
-             head: bool = True) -> nn.Module:
+             head: bool | str = True) -> nn.Module:
     """Replace the model's linear layers, in place, by `scheme`'s quantized ones; returns the model.
 
     scheme: "int8" (per output channel), "int4" (groups of `group_size` inputs, asymmetric unless
-    `symmetric`) or "nf4" (blocks of 64). head=True quantizes the LM head too; for a tied model the
-    embedding then reads its rows from the quantized head.
+    `symmetric`) or "nf4" (blocks of 64). head=True quantizes the LM head with the same scheme, a scheme
+    name ("int8") with that one, False keeps it; for a tied model the embedding then reads its rows from
+    the quantized head.
     """
-    check_quantize_args(model, scheme, group_size)
+    check_quantize_args(model, scheme, group_size, head)
+    head = head_scheme(scheme, head)
     activations = model.dtype
-    for name in linear_names(model, head):
+    for name in linear_names(model, head is not None):
         linear = model.get_submodule(name)
-        replace_module(model, name, quantize_weight(linear.weight, linear.bias, scheme, group_size, symmetric))
+        kind = head if name == "lm_head" else scheme
+        replace_module(model, name, quantize_weight(linear.weight, linear.bias, kind, group_size, symmetric))
         del linear
     if head and model.config.tie_word_embeddings:
         embed = model.model.embed_tokens
@@ -480,5 +498,5 @@ def bits_per_weight(scheme: str, group_size: int = 64) -> float:
 
 
 __all__ = ["SCHEMES", "NF4_LEVELS", "Int8Linear", "Int4Linear", "NF4Linear", "QuantizedLinear",
-           "QuantizedEmbedding", "quantize", "quantize_weight", "parameter_bytes", "bits_per_weight",
+           "QuantizedEmbedding", "quantize", "quantize_weight", "head_scheme", "parameter_bytes", "bits_per_weight",
            "normal_float_levels", "pack_int4", "unpack_int4"]

@@ -244,3 +244,28 @@ def test_quantize_while_loading_peaks_near_the_quantized_size_not_the_checkpoint
     scratch = 8 * quant.CHUNK_ELEMENTS * 4 + 16 * 2 ** 20
     assert r["rise"] < r["bytes"] + largest + scratch, (r, stored)
     assert r["rise"] < stored / 2, (r, stored)  # the bf16 checkpoint never sits in memory whole
+
+
+def test_a_head_scheme_of_its_own_quantizes_the_head_alone_that_way(saved_reference, tmp_path):
+    reference, _ = saved_reference(embed_std=0.3)
+    folder = tmp_path / "bf16"
+    reference.to(torch.bfloat16).save_pretrained(folder, max_shard_size="40KB")
+    mixed = minicohere.from_pretrained(folder, progress=False, quantize="int4", group_size=32, quantize_head="int8")
+    assert isinstance(mixed.lm_head, quant.Int8Linear)
+    assert isinstance(mixed.model.layers[0].self_attn.q_proj, quant.Int4Linear)
+    assert isinstance(mixed.model.embed_tokens, quant.QuantizedEmbedding)
+    in_memory = minicohere.quantize(minicohere.from_pretrained(folder, progress=False), "int4", group_size=32,
+                                    head="int8")
+    ids = torch.tensor([[1, 17, 42, 8, 63, 5, 77]])
+    assert torch.equal(mixed(ids).logits, in_memory(ids).logits)
+    all_int4 = minicohere.from_pretrained(folder, progress=False, quantize="int4", group_size=32)
+    assert quant.parameter_bytes(all_int4) < quant.parameter_bytes(mixed)
+
+
+@pytest.mark.parametrize("head", ["int2", "fp8", 8])
+def test_an_unknown_head_scheme_is_refused_by_name(saved_reference, head):
+    model, folder = loaded(saved_reference)
+    with pytest.raises(ValueError, match="head="):
+        minicohere.quantize(model, "int4", head=head)
+    with pytest.raises(ValueError, match="head="):
+        minicohere.from_pretrained(folder, progress=False, quantize="int4", quantize_head=head)
