@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .model import CohereConfig, CohereForCausalLM
+from .hub import download
 from .quant import QuantizedEmbedding, check_scheme, head_scheme, linear_names, quantize_weight, replace_module
 
 SAFETENSORS_DTYPES = {
@@ -147,28 +148,8 @@ def resolve_checkpoint(path_or_repo_id: str | os.PathLike, revision=None, token=
     name = str(path_or_repo_id)
     if not _REPO_ID.match(name):
         raise FileNotFoundError(f"no checkpoint folder at {name!r} (and it is not a hub id of the form org/name)")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    try:
-        return Path(snapshot_download(name, revision=revision, token=token,
-                                      allow_patterns=["*.json", "*.safetensors"]))
-    except GatedRepoError:
-        raise CheckpointError(f"{name} is gated on the hub: accept its licence on its model page and pass "
-                              f"token=... (or run `huggingface-cli login`)") from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"{name}: no such repository on the hub (or it is private and no token was "
-                              f"given)") from None
-    except LocalEntryNotFoundError:
-        raise CheckpointError(f"{name}: the hub cannot be reached (offline, or HF_HUB_OFFLINE=1) and the "
-                              "checkpoint is not in the local cache; connect and retry (a gated model also needs a "
-                              "token), or pass a local checkpoint folder") from None
-    except HfHubHTTPError as e:
-        raise CheckpointError(f"{name}: the hub refused the download ({e})") from None
-    except Exception as e:  # the connection dropped or a proxy interfered: the network library's own errors
-        raise CheckpointError(f"{name}: downloading from the Hugging Face hub failed ({type(e).__name__}: "
-                              f"{(str(e).splitlines() or [''])[0]}); check the network and retry, or pass a "
-                              "local checkpoint folder") from None
+    return download(name, ["*.json", "*.safetensors"], "the checkpoint", "a local checkpoint folder",
+                    error=CheckpointError, revision=revision, token=token)
 
 
 def weight_entries(folder: Path) -> dict[str, TensorEntry]:

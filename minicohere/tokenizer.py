@@ -457,38 +457,13 @@ def _parse_chat_templates(value, source) -> dict[str, str]:
 
 
 def _download_from_hub(repo_id, token, revision):
-    """Fetch tokenizer.json (required) and tokenizer_config.json (optional) from the hub.
-
-    One metadata request, then the files: hf_hub_download would retry an unreachable hub with back-off
-    (about 23 s offline), snapshot_download gives up at once and falls back to the local cache. Every
-    failure is one line naming the repo id and what to do.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    """Fetch tokenizer.json (required) and tokenizer_config.json (optional) from the hub, in one attempt
+    (hub.download: every failure is one line naming the repo id and what to do)."""
+    from .hub import download
 
     where = repo_id + (f" (revision {revision})" if revision else "")
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision, token=token,
-                                        allow_patterns=["tokenizer.json", "tokenizer_config.json"]))
-    except GatedRepoError:
-        raise OSError(f"{where} is gated on the Hugging Face hub: accept its licence on the model page, then pass "
-                      "token=... (or log in with `hf auth login`)") from None
-    except RevisionNotFoundError:
-        raise OSError(f"{where}: the hub has no such revision") from None
-    except RepositoryNotFoundError:
-        raise OSError(f"{where}: no such repository on the Hugging Face hub (or it is private: pass token=...)") from None
-    except LocalEntryNotFoundError:
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") else ""
-        raise OSError(f"{where}: the hub cannot be reached{offline} and its tokenizer is not in the "
-                      "local cache; connect and retry (a gated model also needs a token), or pass a local folder "
-                      "holding tokenizer.json") from None
-    except HfHubHTTPError as e:
-        raise OSError(f"{where}: the hub refused the download: {str(e).splitlines()[0]}") from None
-    except Exception as e:  # the connection dropped or a proxy interfered: the network library's own errors
-        raise OSError(f"{where}: downloading its tokenizer from the Hugging Face hub failed ({type(e).__name__}: "
-                      f"{(str(e).splitlines() or [''])[0]}); check the network and retry, or pass a local folder "
-                      "holding tokenizer.json") from None
+    folder = download(repo_id, ["tokenizer.json", "tokenizer_config.json"], "its tokenizer",
+                      "a local folder holding tokenizer.json", revision=revision, token=token)
     if not (folder / "tokenizer.json").is_file():
         raise OSError(f"{where} has no tokenizer.json on the hub (or in the local cache)")
     config = folder / "tokenizer_config.json"
