@@ -27,7 +27,7 @@ from torch import nn
 
 from .model import CohereConfig, CohereForCausalLM
 from .hub import download
-from .quant import QuantizedEmbedding, check_scheme, head_scheme, linear_names, quantize_weight, replace_module
+from .quant import QuantizedEmbedding, check_quantize_args, head_scheme, linear_names, quantize_weight, replace_module
 
 SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -268,10 +268,8 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
     # tied checkpoint stores as the embedding.
     quantized: dict[str, str] = {}
     if quantize is not None:
-        check_scheme(quantize, group_size)
+        check_quantize_args(model, quantize, group_size, quantize_head)
         quantize_head = head_scheme(quantize, quantize_head)
-        if quantize_head is not None:
-            check_scheme(quantize_head, group_size)
         quantized = {f"{name}.weight": name for name in linear_names(model, quantize_head is not None)}
         if quantize_head and config.tie_word_embeddings:
             quantized["model.embed_tokens.weight"] = quantized.pop("lm_head.weight")
