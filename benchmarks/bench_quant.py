@@ -334,8 +334,8 @@ def transformers_quantized(path) -> dict:
 
 
 def has_one_decode_path() -> bool:
-    """Until model.py's decode paths are merged into one, the static fast path reads `.weight` directly
-    and cannot run quantized layers; the growing cache runs the modules."""
+    """False for a model.py with a separate static fast path (`fast_decode_step`, as at commit dda2e9e),
+    which reads `.weight` directly and cannot run quantized layers; the growing cache runs the modules."""
     import inspect
 
     return "fast_decode_step" not in inspect.getsource(minicohere.model)

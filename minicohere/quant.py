@@ -25,7 +25,7 @@ logit, so a few more bits there buy back most of int4's loss); benchmarks/bench_
 
 On the CPU the matrix multiply runs in PyTorch's own kernels for packed weights with bf16 activations
 (`torch._weight_int8pack_mm`, `aten._weight_int4pack_mm_for_cpu`); with fp32 activations those kernels are
-slower than fp32 `F.linear`, with bf16 ones they beat it (README, issue 11). That is why int4 packs its
+slower than fp32 `F.linear`, with bf16 ones they beat it (docs/benchmarks.md). That is why int4 packs its
 bytes in the order the CPU kernel reads (`pack_int4`). NF4 has no kernel: it dequantizes to bf16 and
 calls `F.linear`. On other devices every scheme dequantizes to the activations' dtype and calls `F.linear`.
 """
