@@ -35,6 +35,7 @@ def browser() -> str:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
+    browser()  # skip before building where there is no browser to open the pages
     out = tmp_path_factory.mktemp("site") / "html"
     res = subprocess.run([sys.executable, "scripts/build_site.py", "--out", str(out)], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
