@@ -7,7 +7,7 @@ A Command-R-shaped model (vocab 32000, hidden 256, 4 layers, 8 heads sharing 2 k
 weights) is built by transformers, saved, and loaded by minicohere. Runs alternate between the two
 libraries in one process; the table gives the median of the rounds. eos is disabled so both always
 generate the full length, and the two outputs are checked to be the same tokens.
-`--baseline REV` also times minicohere/model.py as it was at git revision REV (loaded beside today's,
+`--baseline REV` also times minicohere/model.py as it was at git revision REV (loaded beside the current one,
 sharing its weight tensors), so a change to the decode loop is measured before and after in one process. `--bf16`
 adds both libraries in bfloat16 (weights and activations).
 The last row times the decode's matrix products alone: fp32 batch-1 decoding reads every weight once

@@ -1,4 +1,4 @@
-"""Quantization measured side by side: quality, memory and decode speed per scheme (issue 11).
+"""Quantization measured side by side: quality, memory and decode speed per scheme.
 
     python benchmarks/bench_quant.py [--model PATH] [--parts quality,memory,speed,true-width]
                                      [--threads 1 --rounds 5 --new-tokens 64]
@@ -7,7 +7,9 @@ quality     the model (default: the bundled tiny-command-r) over assets/corpus/v
             model's context: validation loss, perplexity and its change against fp32, and the mean KL
             divergence KL(fp32 || scheme) of the next-token distributions. Two rows per quantized scheme:
             as it runs (bf16 activations inside the CPU kernels) and with its dequantized weights in an
-            fp32 model (the weight rounding alone). Also the LM head kept in fp32 (`quantize_head=False`).
+            fp32 model (the weight rounding alone). Each scheme runs with its default LM head (int8 under
+            a 4-bit body); also the head kept in fp32 (`quantize_head=False`) and, under a 4-bit body, the
+            head in the body's scheme (`quantize_head=True`).
 memory      parameter bytes and the peak RSS of a fresh process that only loads the model, per scheme
             (`from_pretrained(quantize=...)`).
 true-width  the same memory measurement on a one-layer c4ai-command-r-v01 (hidden 8192, 64 heads,
@@ -84,7 +86,7 @@ def evaluate(model, windows: torch.Tensor, reference_logprobs=None, batch: int =
     return loss, kl, logprobs
 
 
-def dequantized_copy(path, scheme, kw, head=True):
+def dequantized_copy(path, scheme, kw, head="auto"):
     """An fp32 model whose linear weights are the quantized ones turned back into fp32: the weight rounding
     alone, without the kernels' bf16 activations."""
     quantized = minicohere.from_pretrained(path, progress=False, quantize=scheme, quantize_head=head, **kw)
@@ -105,16 +107,18 @@ def quality(path, out):
     loss, kl, _ = evaluate(bf16, windows, ref)
     rows.append(("bf16", "weights and activations", loss, kl))
     for scheme, kw in SCHEMES:
-        heads = (True, False) if (scheme, kw) in (("int8", {}), ("int4", {"group_size": 64}), ("nf4", {})) else (True,)
+        heads = ("auto", False) if (scheme, kw) in (("int8", {}), ("int4", {"group_size": 64}), ("nf4", {})) \
+            else ("auto",)
         if scheme in ("int4", "nf4") and kw.get("group_size", 64) == 64 and not kw.get("symmetric"):
-            heads += ("int8",)  # the 4-bit body with an 8-bit head
+            heads += (True,)  # the 4-bit body with a 4-bit head
         for head in heads:
             q = minicohere.from_pretrained(path, progress=False, quantize=scheme, quantize_head=head, **kw)
             loss, kl, _ = evaluate(q, windows, ref)
-            note = "as run (bf16 activations in the kernels)" + {True: "", False: ", head kept fp32"}.get(
-                head, f", head {head}")
+            head_name = {False: "fp32", "auto": minicohere.quant.head_scheme(scheme), True: scheme}[head]
+            note = f"as run (bf16 activations in the kernels), head {head_name}" + {
+                "auto": " (default)", True: " (quantize_head=True)", False: " (quantize_head=False)"}[head]
             rows.append((label(scheme, kw), note, loss, kl))
-            if head is True:
+            if head == "auto":
                 loss, kl, _ = evaluate(dequantized_copy(path, scheme, kw), windows, ref)
                 rows.append((label(scheme, kw), "weight rounding alone (fp32 activations)", loss, kl))
     print(f"\n### Quality: {Path(path).name} over corpus/val.txt ({windows.numel()} tokens, "
@@ -250,6 +254,8 @@ def speed(path, out, threads, rounds, new_tokens):
     for scheme, kw in [("int8", {}), ("int4", {"group_size": 64}), ("int4", {"group_size": 128}), ("nf4", {})]:
         runs[f"minicohere {label(scheme, kw)}"] = mc_gen(
             minicohere.from_pretrained(path, progress=False, quantize=scheme, **kw))
+    runs["minicohere int4 g64, head int4"] = mc_gen(
+        minicohere.from_pretrained(path, progress=False, quantize="int4", group_size=64, quantize_head=True))
     runs["minicohere int8, head fp32"] = mc_gen(
         minicohere.from_pretrained(path, progress=False, quantize="int8", quantize_head=False))
     with warnings.catch_warnings():
@@ -328,8 +334,8 @@ def transformers_quantized(path) -> dict:
 
 
 def has_one_decode_path() -> bool:
-    """Until model.py's decode paths are merged into one, the static fast path reads `.weight` directly
-    and cannot run quantized layers; the growing cache runs the modules."""
+    """False for a model.py with a separate static fast path (`fast_decode_step`, as at commit dda2e9e),
+    which reads `.weight` directly and cannot run quantized layers; the growing cache runs the modules."""
     import inspect
 
     return "fast_decode_step" not in inspect.getsource(minicohere.model)

@@ -236,15 +236,16 @@ def check_entries(entries: dict[str, TensorEntry], expected: dict[str, torch.Siz
 
 def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, token=None,
                     progress: bool = True, quantize: str | None = None, group_size: int = 64,
-                    symmetric: bool = False, quantize_head: bool | str = True) -> CohereForCausalLM:
+                    symmetric: bool = False, quantize_head: bool | str = "auto") -> CohereForCausalLM:
     """Load a Command-R checkpoint: a local folder or a hub id (json and safetensors only).
 
     dtype="auto" keeps the checkpoint's dtype. The model is built on the `meta` device (no memory), every
     file is checked first, then each tensor goes straight from the memory-mapped file to `device`/`dtype`.
     quantize="int8" | "int4" | "nf4" quantizes each linear weight as it is read (quant.py), so memory
     holds the quantized model plus one tensor in its stored dtype, never the full-precision model.
-    quantize_head: True quantizes the LM head (the tied embedding) with the same scheme, False keeps it,
-    a scheme name ("int8") gives it that one.
+    quantize_head: the LM head's (and a tied embedding's) scheme. "auto" (the default): int8 under a 4-bit
+    body (int4, nf4), the body's scheme under int8; True: the body's scheme in every case (a 4-bit head
+    under int4: smaller, less accurate); a scheme name ("int8"): that one; False: kept in float.
     """
     from tqdm import tqdm
 

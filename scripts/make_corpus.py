@@ -294,7 +294,7 @@ def make_first_contact_chat(rng: random.Random) -> list[dict]:
 def build_extra(seed: int = 0, n: int = 6000) -> list[str]:
     """`n` more training documents, from a random stream of their own (train.txt and val.txt do not
     move): 45% stories of the usual grammar, 20% stories that open "Once upon a time,", 35% chats,
-    half of them first-contact chats (greetings, the model's name, small talk, story requests)."""
+    half of them greeting chats (hellos, the model's name, small talk, story requests)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = random.Random(f"extra-{seed}")

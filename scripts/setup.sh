@@ -5,7 +5,10 @@
 #  2. torch on its own, pinned, when it is missing or older than pyproject.toml's floor: the pin lets pip
 #     take a local CPU build where the machine has one; left to the resolver, an upgrade would pull the
 #     newest CUDA wheel on Linux (several GB).
-#  3. requirements.txt's one line, the package (editable) with its `course` extra, given on the command
+#  3. setuptools >= 70.1 (which builds wheels by itself) when this Python has neither it nor the `wheel`
+#     package, as in a fresh Python 3.11 venv (setuptools 65): tests/test_install.py builds the package
+#     offline with the setuptools it finds here.
+#  4. requirements.txt's one line, the package (editable) with its `course` extra, given on the command
 #     line because pip passes --config-settings to neither an editable line of a requirements file nor
 #     (pip 23.2) anything -r reads. pip upgrades whatever is below its floor (transformers, tokenizers,
 #     huggingface_hub, ...). Compat mode puts the clone on sys.path, so the package wins over a folder
@@ -32,6 +35,15 @@ except ImportError:
 sys.exit(0 if version(torch.__version__) < version(floor) else 1)
 '; then
   "$PY" -m pip install -q "torch==$TORCH_PIN"
+fi
+
+if ! "$PY" -c '
+import importlib.util, re, sys
+import setuptools
+version = tuple(int(part) for part in re.findall(r"[0-9]+", setuptools.__version__)[:2])
+sys.exit(0 if version >= (70, 1) or importlib.util.find_spec("wheel") else 1)
+' 2>/dev/null; then
+  "$PY" -m pip install -q "setuptools>=70.1"
 fi
 
 "$PY" -m pip install -q -e ".[course]" --config-settings editable_mode=compat

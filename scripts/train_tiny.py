@@ -376,7 +376,7 @@ chat format. It exists so the course, the command line and the tests have a mode
 {windows} non-overlapping {CONTEXT}-token windows of the held-out split `assets/corpus/val.txt`
 ({n_val:,} tokens encoded as above), computed by `evaluate(model, val)` in `scripts/train_tiny.py`;
 `tests/test_tiny_model.py` recomputes it from the shipped weights. An untrained model scores ln(4096) = 8.3.
-val.txt holds stories and chats of train.txt's grammar only (none of extra.txt's first-contact chats).
+val.txt holds stories and chats of train.txt's grammar only (none of extra.txt's greeting chats).
 The corpus comes from a small grammar, so a low loss means the model has learned that grammar, no more:
 it continues the corpus's openings with stories and answers the corpus's questions, but an opening or a
 question the corpus never uses may get an odd reply.
@@ -399,11 +399,11 @@ keeps Command-R's real 1/16 and starts its embeddings at std 1.0 (`--embed-std`)
 weight decay. Every initial weight is drawn by `init_weights` from the script's own seeded generator, so
 the result does not depend on how minicohere's constructor initialises.
 
-**Why two stages.** Stage 1 is the model this folder held before (git commit 23a835a): 1,000 steps from
+**Why two stages.** Stage 1 (its weights are in git commit 23a835a's assets/tiny-command-r): 1,000 steps from
 scratch on train.txt. Stage 2 continues it on train.txt + extra.txt with a fresh optimizer and a lower
 peak learning rate, instead of training again from scratch: on this shared CPU that keeps the first
 stage's compute and spends the budget on more steps. Stage 2 run twice from the shipped stage-1 weights
-gave these weights byte for byte. Stage 1 run again with today's code and libraries does not retrace the
+gave these weights byte for byte. Stage 1 run again with the current code and libraries does not retrace the
 shipped stage 1 exactly (its training loss differs in the fourth decimal from step 3 on), so the two
 commands below give a close model, not these bytes. To get these bytes, start stage 2 from the shipped
 stage 1: `mkdir /tmp/tiny-stage1 && git archive 23a835a assets/tiny-command-r | tar -x --strip-components=2 -C /tmp/tiny-stage1`.

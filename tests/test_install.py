@@ -5,14 +5,18 @@ minicohere/_assets/, so `python -m minicohere generate` works with no clone in s
 install that scripts/setup.sh makes must beat a folder named `minicohere` holding the clone, which a
 script saved next to that folder would otherwise import as an empty namespace package.
 
-The venvs see the system's packages (--system-site-packages: torch is not installed again) and pip
-builds with the setuptools already there (--no-build-isolation, --no-index): nothing is downloaded.
+Each venv sees the packages of the Python that runs the tests, whether that is the system's Python or a
+learner's venv: a .pth file in the throw-away venv adds the running interpreter's site-packages (torch is
+not installed again). `--system-site-packages` would not do: inside a venv it names the *base* Python's
+site-packages, not the venv's. pip builds with the setuptools already there (--no-build-isolation,
+--no-index): nothing is downloaded. scripts/setup.sh makes sure that setuptools can build a wheel.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -44,10 +48,26 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def running_site_dirs() -> list[str]:
+    """The site-packages folders of the Python running the tests (a venv's own, plus its base's where the
+    venv was made with --system-site-packages), and the user's, as this interpreter sees them."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dirs if d in sys.path]
+
+
 def make_venv(path: Path) -> Path:
-    # --without-pip: the system's pip, visible through --system-site-packages, installs into the venv
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)], check=True)
-    return path / "bin" / "python"
+    # --without-pip: the running Python's pip, visible through the .pth file below, installs into the venv
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    own_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    # an `import` line of a .pth file runs at start-up: addsitedir also reads the .pth files found there
+    # (editable installs, setuptools' own), which a plain path line would not
+    lines = [f"import site; site.addsitedir({d!r})" for d in running_site_dirs()]
+    (Path(own_site) / "zz_running_python.pth").write_text("\n".join(lines) + "\n")
+    return python
 
 
 def pip_install(python: Path, *args, cwd: Path):

@@ -258,7 +258,9 @@ def test_a_head_scheme_of_its_own_quantizes_the_head_alone_that_way(saved_refere
                                     head="int8")
     ids = torch.tensor([[1, 17, 42, 8, 63, 5, 77]])
     assert torch.equal(mixed(ids).logits, in_memory(ids).logits)
-    all_int4 = minicohere.from_pretrained(folder, progress=False, quantize="int4", group_size=32)
+    all_int4 = minicohere.from_pretrained(folder, progress=False, quantize="int4", group_size=32,
+                                          quantize_head=True)
+    assert isinstance(all_int4.lm_head, quant.Int4Linear)
     assert quant.parameter_bytes(all_int4) < quant.parameter_bytes(mixed)
 
 
@@ -269,3 +271,47 @@ def test_an_unknown_head_scheme_is_refused_by_name(saved_reference, head):
         minicohere.quantize(model, "int4", head=head)
     with pytest.raises(ValueError, match="head="):
         minicohere.from_pretrained(folder, progress=False, quantize="int4", quantize_head=head)
+
+
+@pytest.mark.parametrize("scheme,head", [("int4", quant.Int8Linear), ("nf4", quant.Int8Linear),
+                                         ("int8", quant.Int8Linear)])
+def test_the_default_head_is_int8_under_a_4_bit_body_and_true_gives_the_body_scheme(saved_reference, scheme, head):
+    model, folder = loaded(saved_reference)
+    body = type(quantized_copy(model, scheme, head=True).lm_head)
+    for q in (quantized_copy(model, scheme), minicohere.from_pretrained(folder, progress=False, quantize=scheme)):
+        assert isinstance(q.lm_head, head), type(q.lm_head)
+        assert type(q.model.layers[0].mlp.up_proj) is body  # the body keeps its own scheme
+    assert quant.head_scheme(scheme, True) == scheme and quant.head_scheme(scheme, False) is None
+
+
+@pytest.fixture(scope="module")
+def bundled_val():
+    """The bundled model, and the first 8 windows of 256 tokens of the validation text."""
+    path = minicohere.bundled_path("tiny-command-r")
+    tokenizer = minicohere.Tokenizer.from_file(path / "tokenizer.json")
+    ids = tokenizer.encode(minicohere.bundled_path("corpus/val.txt").read_text(), add_special_tokens=False)
+    return path, torch.tensor(ids[:8 * 256]).view(8, 256)
+
+
+@torch.inference_mode()
+def loss_and_kl(model, windows, reference=None):
+    logp = F.log_softmax(model(windows).logits.float()[:, :-1], dim=-1)
+    loss = F.nll_loss(logp.flatten(0, 1), windows[:, 1:].flatten()).item()
+    if reference is None:
+        return loss, 0.0, logp
+    kl = F.kl_div(logp, reference, log_target=True, reduction="sum").item() / logp[..., 0].numel()
+    return loss, kl, logp
+
+
+@pytest.mark.parametrize("scheme", ["int4", "nf4"])
+def test_a_4_bit_bundled_model_stays_within_1_percent_perplexity_of_fp32(bundled_val, scheme):
+    import math
+
+    path, windows = bundled_val
+    base, _, reference = loss_and_kl(minicohere.from_pretrained(path, progress=False), windows)
+    loss, kl, _ = loss_and_kl(minicohere.from_pretrained(path, progress=False, quantize=scheme), windows, reference)
+    assert abs(math.exp(loss - base) - 1) < 0.01, (scheme, math.exp(loss - base) - 1)
+    # the 4-bit head moves the next-token distributions more than the whole 4-bit body does
+    _, kl_4bit_head, _ = loss_and_kl(minicohere.from_pretrained(path, progress=False, quantize=scheme,
+                                                               quantize_head=True), windows, reference)
+    assert kl < kl_4bit_head / 2, (kl, kl_4bit_head)

@@ -100,7 +100,7 @@ def errors(cell) -> list[str]:
 def test_every_chapter_has_exercises_that_pass_in_the_teacher_copy(path):
     teacher = nbformat.read(path, as_version=4)
     checks = [c for c in teacher.cells if is_check(c)]
-    assert has_solutions(teacher) and 3 <= len(checks) <= 4, f"{path.name}: issue 9 asks for 3-4 exercises"
+    assert has_solutions(teacher) and 3 <= len(checks) <= 4, f"{path.name}: a chapter has 3-4 exercises"
     for cell in checks:
         printed = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
         assert "PASS: Exercise" in printed, f"{path.name}: a check cell did not pass in the stored run"

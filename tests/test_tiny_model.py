@@ -114,7 +114,7 @@ def test_chat_answers_what_a_new_user_asks_first_and_ends_its_turn(tiny, tokeniz
                                         add_generation_prompt=True)
     out = tiny.generate(torch.tensor([ids]), max_new_tokens=48)
     answer = tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
-    assert "my name is tiny" in answer.lower()  # extra.txt's first-contact chats taught it
+    assert "my name is tiny" in answer.lower()  # extra.txt's greeting chats taught it
     assert out[0, -1].item() == tokenizer.eos_token_id
 
 
