@@ -728,10 +728,11 @@ class CohereExperts(nn.ModuleList):
     def forward_grouped(self, x, weights, experts):
         gate_up, down = self.stacked()
         k = experts.shape[1]
-        flat = experts.reshape(-1)  # pair p = (token p // k, expert flat[p])
-        order = flat.argsort(stable=True)  # the pairs grouped by expert
+        pair_expert = experts.flatten()  # pair p = (token p // k, expert pair_expert[p])
+        order = pair_expert.argsort(stable=True)  # the pairs grouped by expert
         # Where each expert's group ends: a search in the sorted ids (bincount would read its size back).
-        ends = torch.searchsorted(flat[order], torch.arange(1, len(self) + 1, device=x.device), out_int32=True)
+        ends = torch.searchsorted(pair_expert[order], torch.arange(1, len(self) + 1, device=x.device),
+                                  out_int32=True)
         h = torch._grouped_mm(x[order // k], gate_up, offs=ends)  # [N * k, 2I]: group g times gate_up[g]
         gate, up = h.chunk(2, dim=-1)
         h = torch._grouped_mm(self[0].act(gate) * up, down, offs=ends)  # [N * k, hidden]
@@ -778,11 +779,11 @@ class CohereSparseMoeBlock(nn.Module):
             self.shared_experts = CohereMLP(config, config.intermediate_size * config.num_shared_experts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])  # [tokens, hidden]: routing is per token, wherever it sits
-        _, weights, experts = self.gate(flat)
-        out = self.experts(flat, weights, experts)
+        tokens = x.flatten(0, -2)  # [tokens, hidden]: routing is per token, wherever it sits
+        _, weights, experts = self.gate(tokens)
+        out = self.experts(tokens, weights, experts)
         if hasattr(self, "shared_experts"):
-            shared = self.shared_experts(flat)
+            shared = self.shared_experts(tokens)
             out = out + shared if self.combine == "sum" else (out + shared) / 2
         return out.view(x.shape)
 
