@@ -14,6 +14,13 @@ KV cache  bf16 keys and values for one sequence: 2 x layers x kv_heads x head_di
           cohere2 sliding-window layer keeps only its last `window` tokens (3 of every 4 layers).
 fits      weights + KV cache + `--overhead-gb` (CUDA context, activations, allocator slack: an allowance,
           not a measurement) at most the GPU's memory, taken as the marketed GB (10^9 bytes).
+
+The second table is Command A+ (`cohere2_moe`, a mixture of experts). Its config.json cannot be read
+here: its figures (about 218B parameters in total, about 25B active per token; 128 experts, 8 routed per
+token plus 1 shared) come from third-party summaries, and the table says so. A mixture of experts must
+hold every expert (memory follows the total) but reads only the chosen ones per token (a decode step's
+bytes follow the active parameters). Its KV cache needs the attention shape, which those summaries do
+not give: `kv_bytes_for_config` computes it from any minicohere config once a config.json is at hand.
 """
 
 from __future__ import annotations
@@ -81,6 +88,57 @@ def kv_bytes(f: Family, tokens: int) -> int:
     return per_token_per_layer * (full * tokens + (f.layers - full) * min(tokens, f.window))
 
 
+def kv_bytes_for_config(config, tokens: int, batch: int = 1, bytes_per_number: int = 2) -> int:
+    """The KV cache of `batch` sequences of `tokens` for a minicohere CohereConfig of any family (cohere,
+    cohere2, cohere2_moe): each layer by its own type (`config.layer_types`), a sliding layer keeping at
+    most `config.sliding_window` tokens, as minicohere's StaticKVCache allocates it."""
+    per_token = 2 * config.num_key_value_heads * config.head_dim * bytes_per_number  # keys and values
+    slots = sum(min(tokens, config.sliding_window) if kind == "sliding_attention" else tokens
+                for kind in config.layer_types)
+    return batch * per_token * slots
+
+
+@dataclass
+class MoeFamily:
+    """A mixture of experts known only by its parameter counts (no config.json to read)."""
+
+    name: str
+    total: float  # parameters held
+    active: float  # parameters used per token
+    experts: int
+    routed_per_token: int
+    shared: int
+    source: str
+
+
+COMMAND_A_PLUS = MoeFamily("command-a-plus-05-2026 (cohere2_moe)", 218e9, 25e9, experts=128, routed_per_token=8,
+                           shared=1, source="third-party summaries (not its config.json, which cannot be read here)")
+MOE_GPUS = [80, 141]  # A100/H100 80 GB, H200 141 GB
+
+
+def gpus_needed(weight_bytes_: float, gpu_gb: int, overhead_gb: float) -> int:
+    """GPUs of `gpu_gb` that hold the weights when each also keeps `overhead_gb` free (KV cache excluded)."""
+    usable = (gpu_gb - overhead_gb) * 1e9
+    return max(1, -int(-weight_bytes_ // usable))
+
+
+def moe_table(family: MoeFamily = COMMAND_A_PLUS, overhead_gb: float = 1.5, group_size: int = 64) -> str:
+    """Total versus active bytes per scheme, and how many 80 GB / 141 GB GPUs hold the weights."""
+    lines = [f"{family.name}: {family.total / 1e9:.0f}B parameters in total, {family.active / 1e9:.0f}B active per "
+             f"token ({family.experts} experts, {family.routed_per_token} routed per token + {family.shared} shared); "
+             f"figures from {family.source}.", "",
+             "| scheme | weights held (total) | weights read per token (active) | "
+             + " | ".join(f"{g} GB GPUs" for g in MOE_GPUS) + " |",
+             "|---|---|---|" + "---|" * len(MOE_GPUS)]
+    for scheme in ("bf16", "int8", "int4"):
+        bits = bits_per_weight(scheme, group_size)
+        total, active = family.total * bits / 8, family.active * bits / 8
+        label = f"{scheme} g{group_size}" if scheme == "int4" else scheme
+        lines.append(f"| {label} | {total / 1e9:.0f} GB | {active / 1e9:.1f} GB | "
+                     + " | ".join(str(gpus_needed(total, g, overhead_gb)) for g in MOE_GPUS) + " |")
+    return "\n".join(lines)
+
+
 def fits(total_bytes: float) -> str:
     ok = [f"{g}" for g in GPUS if total_bytes <= g * 1e9]
     return ", ".join(ok) if ok else "none (multi-GPU)"
@@ -111,6 +169,9 @@ def main():
     print(f"`python benchmarks/memory_table.py --overhead-gb {args.overhead_gb} --group-size {args.group_size}`"
           f" (GPU sizes in GB that hold weights + the KV cache of one sequence + {args.overhead_gb} GB)\n")
     print(table(args.overhead_gb, args.group_size))
+    print(f"\nMixture of experts: GPUs that hold the weights, each keeping {args.overhead_gb} GB free (KV cache "
+          "excluded: the attention shape is not public)\n")
+    print(moe_table(COMMAND_A_PLUS, args.overhead_gb, args.group_size))
 
 
 if __name__ == "__main__":

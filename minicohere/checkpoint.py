@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import CohereConfig, CohereForCausalLM
+from .model import CohereConfig, CohereExperts, CohereForCausalLM
 from .hub import download
 from .quant import QuantizedEmbedding, check_quantize_args, head_scheme, linear_names, quantize_weight, replace_module
 
@@ -303,6 +303,10 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
     elif config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.model.rotary_emb.reset(device)
+    with torch.no_grad():  # cohere2_moe: each layer's experts into one stacked tensor, once (CohereExperts)
+        for module in model.modules():
+            if isinstance(module, CohereExperts) and quantize is None:
+                module.stacked()
     return model.eval()
 
 
@@ -321,6 +325,13 @@ def parse_size(size: int | str) -> int:
     number, prefix, binary = float(m.group(1)), m.group(2).upper(), m.group(3)
     power = " KMGT".index(prefix or " ")
     return int(number * (1024 if binary else 1000) ** power)
+
+
+def own_memory(t: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor holding only its own bytes: safetensors refuses views that share memory, such as the
+    experts' weights, which are slices of one stacked tensor (model.py, CohereExperts.stacked)."""
+    t = t.detach().to("cpu").contiguous()
+    return t.clone() if t.untyped_storage().nbytes() != t.numel() * t.element_size() else t
 
 
 def save_pretrained(model: CohereForCausalLM, directory, max_shard_size: int | str = "5GB") -> Path:
@@ -354,8 +365,7 @@ def save_pretrained(model: CohereForCausalLM, directory, max_shard_size: int | s
              [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
     for shard, fname in zip(shards, names):
         tmp = directory / (fname + ".tmp")
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in shard.items()}, str(tmp),
-                  metadata={"format": "pt"})
+        save_file({k: own_memory(v) for k, v in shard.items()}, str(tmp), metadata={"format": "pt"})
         os.replace(tmp, directory / fname)
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},

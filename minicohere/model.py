@@ -6,6 +6,7 @@
     4. rotary embedding         interleaved pairs, plus the scaled variants     (notebook 04)
     5. CohereAttention          MHA / GQA / MQA, optional q/k norm, sliding windows  (notebooks 05, 13)
     6. CohereMLP, the block     SiLU-gated MLP and the parallel residual block  (notebook 06)
+       CohereSparseMoeBlock     cohere2_moe's mixture of experts: router, experts, shared expert  (notebook 17)
     7. CohereForCausalLM        final norm, tied head times logit_scale, loss   (notebook 07)
     8. KV caches                growing, preallocated, ring buffers for windows  (notebooks 08, 13)
     9. sampling and generate    warpers as pure functions, greedy, streaming    (notebook 09)
@@ -19,6 +20,12 @@ queries and keys (RoPE) and attends over its last `config.sliding_window` tokens
 encoding at all (NoPE, `config.uses_rope`). `StaticKVCache` keeps only `sliding_window` keys and values
 for a sliding layer, in a ring buffer (`StaticKVCache.ring`, `ring_slot_positions`); the global layers
 keep them all.
+
+Command A+ (`model_type: "cohere2_moe"`) is cohere2 with a mixture of experts in place of the MLP in
+its "sparse" layers (`config.mlp_layer_types`; "dense" layers keep a plain MLP of their own width), an
+explicit `head_dim`, and RMSNorm where the config gives `rms_norm_eps`. Its dense prefix layers may
+have a sliding pattern of their own, and rotate even when global if that pattern is 1
+(`config.layer_uses_rope`).
 
 Generation has one decode path: the prompt goes through `CohereForCausalLM.forward`, every later token
 through `CohereForCausalLM.decode_step`, which runs the same modules (so any module that replaces an
@@ -47,8 +54,14 @@ from torch import nn
 # ---------------------------------------------------------------------------------------------------
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
-MODEL_TYPES = ("cohere", "cohere2")
+MODEL_TYPES = ("cohere", "cohere2", "cohere2_moe")
+SLIDING_TYPES = ("cohere2", "cohere2_moe")  # the families whose layers may attend over a sliding window
 LAYER_TYPES = ("sliding_attention", "full_attention")
+MLP_LAYER_TYPES = ("dense", "sparse")  # cohere2_moe: a plain MLP, or the mixture of experts (section 6)
+# cohere2_moe's fields: written to (and read from) its config.json only.
+MOE_FIELDS = ("num_experts", "num_experts_per_tok", "expert_selection_fn", "norm_topk_prob", "num_shared_experts",
+              "shared_expert_combination_strategy", "mlp_layer_types", "prefix_dense_intermediate_size",
+              "prefix_dense_sliding_window_pattern", "rms_norm_eps")
 
 # Keys that Hugging Face writes into config.json for its own bookkeeping; they say nothing about the
 # network, so reading a checkpoint ignores them.
@@ -93,24 +106,49 @@ class CohereConfig:
     dtype: str | None = None  # the checkpoint's storage dtype ("float16", "bfloat16", ...), if it says
     # The newer family (cohere2: Command R7B, Command A, Tiny Aya) is the same network configured
     # differently: each layer attends over a sliding window (with RoPE) or globally (no positions at all).
-    model_type: str = "cohere"  # "cohere" (Command-R, R+, Aya 23) or "cohere2"
+    model_type: str = "cohere"  # "cohere" (Command-R, R+, Aya 23), "cohere2" or "cohere2_moe" (Command A+)
     layer_types: list[str] | None = None  # per layer, "sliding_attention" or "full_attention"
     sliding_window: int | None = None  # keys a sliding layer sees, its own token included
+    # Width of one attention head. cohere and cohere2 derive it (hidden_size // num_attention_heads, set
+    # here whatever is passed); cohere2_moe states it (transformers' default: 128).
+    head_dim: int | None = None
+    # cohere2_moe (Command A+): a mixture of experts in place of the MLP in most layers (section 6).
+    num_experts: int = 8  # routed experts per MoE layer
+    num_experts_per_tok: int = 2  # how many of them each token goes through (top-k)
+    expert_selection_fn: str = "softmax"  # the top-k logits' weights: "softmax" over the k, or "sigmoid"
+    norm_topk_prob: bool = True  # sigmoid only: divide the k weights by their sum
+    num_shared_experts: int = 0  # an MLP every token goes through, intermediate_size * this wide
+    shared_expert_combination_strategy: str = "average"  # routed and shared outputs: "average" or "sum"
+    mlp_layer_types: list[str] | None = None  # per layer, "dense" (a plain MLP) or "sparse" (the experts)
+    prefix_dense_intermediate_size: int | None = None  # the dense layers' width (None: intermediate_size)
+    prefix_dense_sliding_window_pattern: int = 1  # the dense prefix's own pattern; 1 also gives it RoPE
+    rms_norm_eps: float | None = None  # set: the norms are RMSNorm, not Cohere's LayerNorm
     # The older spelling of layer_types: layer i slides unless (i + 1) % pattern == 0. Read, never stored.
     sliding_window_pattern: dataclasses.InitVar[int | None] = None
+    # cohere2_moe's older spelling of mlp_layer_types: the first k layers dense. Read, never stored.
+    first_k_dense_replace: dataclasses.InitVar[int | None] = None
 
-    def __post_init__(self, sliding_window_pattern=None):
+    def __post_init__(self, sliding_window_pattern=None, first_k_dense_replace=None):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type={self.model_type!r} is not supported; minicohere runs {MODEL_TYPES}")
-        if self.model_type == "cohere2":
+        if self.model_type == "cohere2_moe":
+            self.head_dim = 128 if self.head_dim is None else self.head_dim  # Cohere2MoeConfig's default
+        else:  # derived, so a copy with another width or head count (dataclasses.replace) stays consistent
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.model_type in SLIDING_TYPES:
             if self.sliding_window is None:
-                self.sliding_window = 4096  # transformers' Cohere2Config default
+                self.sliding_window = 4096  # transformers' Cohere2Config and Cohere2MoeConfig default
+            dense = (first_k_dense_replace or 0) if self.model_type == "cohere2_moe" else 0
             if self.layer_types is None:
+                # cohere2_moe's dense prefix counts its own pattern; the MoE layers after it restart at 0
                 pattern = sliding_window_pattern or 4
-                self.layer_types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
-                                    for i in range(self.num_hidden_layers)]
+                prefix = self.prefix_dense_sliding_window_pattern
+                self.layer_types = ([_layer_kind(i, prefix) for i in range(dense)]
+                                    + [_layer_kind(i, pattern) for i in range(self.num_hidden_layers - dense)])
+            if self.model_type == "cohere2_moe" and self.mlp_layer_types is None:
+                self.mlp_layer_types = ["dense" if i < dense else "sparse" for i in range(self.num_hidden_layers)]
         elif self.layer_types is None or set(self.layer_types) == {"full_attention"}:
             # Command-R's layers are all global, so the list follows the depth (also when a copy of a
             # config changes num_hidden_layers, as dataclasses.replace does in the course).
@@ -122,15 +160,24 @@ class CohereConfig:
         rp.setdefault("rope_theta", 500000.0)
         self.validate()
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
     def uses_rope(self, layer_type: str) -> bool:
         """Whether layers of this type rotate queries and keys. Command-R: every layer. cohere2: only the
         sliding ones; its global layers use no positional encoding at all (NoPE) and see position only
         through causality and what the sliding layers below them wrote into the residual stream."""
         return self.model_type == "cohere" or layer_type == "sliding_attention"
+
+    def layer_uses_rope(self, layer_idx: int) -> bool:
+        """uses_rope for one layer: cohere2_moe's dense prefix rotates even its global layers when the
+        prefix's own pattern is 1 (all global), as transformers' Cohere2MoeAttention does."""
+        forced = (self.model_type == "cohere2_moe" and self.mlp_layer_types[layer_idx] == "dense"
+                  and self.prefix_dense_sliding_window_pattern == 1)
+        return forced or self.uses_rope(self.layer_types[layer_idx])
+
+    def mlp_width(self, layer_idx: int) -> int:
+        """The intermediate size of layer `layer_idx`'s plain MLP (cohere2_moe's dense layers may differ)."""
+        if self.model_type == "cohere2_moe" and self.mlp_layer_types[layer_idx] == "dense":
+            return self.prefix_dense_intermediate_size or self.intermediate_size
+        return self.intermediate_size
 
     @property
     def rope_theta(self) -> float:
@@ -138,7 +185,7 @@ class CohereConfig:
 
     def validate(self) -> None:
         """Reject, with the field and value at fault, what this model cannot run."""
-        if self.hidden_size % self.num_attention_heads:
+        if self.model_type != "cohere2_moe" and self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
                              f"num_attention_heads={self.num_attention_heads}")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -159,22 +206,48 @@ class CohereConfig:
         if len(self.layer_types) != self.num_hidden_layers:
             raise ValueError(f"layer_types has {len(self.layer_types)} entries for num_hidden_layers="
                              f"{self.num_hidden_layers}")
-        allowed = LAYER_TYPES if self.model_type == "cohere2" else ("full_attention",)
+        allowed = LAYER_TYPES if self.model_type in SLIDING_TYPES else ("full_attention",)
         for kind in self.layer_types:
             if kind not in allowed:
                 raise ValueError(f"layer_types holds {kind!r}; model_type={self.model_type!r} knows {allowed}")
         if "sliding_attention" in self.layer_types and not (isinstance(self.sliding_window, int)
                                                             and self.sliding_window > 0):
             raise ValueError(f"sliding_window={self.sliding_window!r} must be a positive number of tokens")
-        if self.model_type == "cohere2" and self.use_qk_norm:
-            raise ValueError("use_qk_norm=True: cohere2 models have no q/k norm")
+        if self.model_type in SLIDING_TYPES and self.use_qk_norm:
+            raise ValueError(f"use_qk_norm=True: {self.model_type} models have no q/k norm")
+        if self.model_type == "cohere2_moe":
+            self.validate_moe()
+
+    def validate_moe(self) -> None:
+        """cohere2_moe's own fields, each named with its value when this model cannot run it."""
+        if not (isinstance(self.head_dim, int) and self.head_dim > 0 and self.head_dim % 2 == 0):
+            raise ValueError(f"head_dim={self.head_dim!r} must be a positive even number (RoPE turns pairs)")
+        if len(self.mlp_layer_types) != self.num_hidden_layers:
+            raise ValueError(f"mlp_layer_types has {len(self.mlp_layer_types)} entries for num_hidden_layers="
+                             f"{self.num_hidden_layers}")
+        for kind in self.mlp_layer_types:
+            if kind not in MLP_LAYER_TYPES:
+                raise ValueError(f"mlp_layer_types holds {kind!r}; cohere2_moe knows {MLP_LAYER_TYPES}")
+        if not 1 <= self.num_experts_per_tok <= self.num_experts:
+            raise ValueError(f"num_experts_per_tok={self.num_experts_per_tok} must be between 1 and "
+                             f"num_experts={self.num_experts}")
+        if self.expert_selection_fn not in ("softmax", "sigmoid"):
+            raise ValueError(f"expert_selection_fn={self.expert_selection_fn!r}: use 'softmax' or 'sigmoid'")
+        if self.shared_expert_combination_strategy not in ("average", "sum"):
+            raise ValueError(f"shared_expert_combination_strategy={self.shared_expert_combination_strategy!r}: "
+                             "use 'average' or 'sum'")
+        if self.num_shared_experts < 0:
+            raise ValueError(f"num_shared_experts={self.num_shared_experts} must be >= 0")
+        if self.prefix_dense_sliding_window_pattern < 1:
+            raise ValueError(f"prefix_dense_sliding_window_pattern={self.prefix_dense_sliding_window_pattern} "
+                             "must be >= 1")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CohereConfig":
         """Build a config from a config.json dict in either spelling found in the wild."""
         d = dict(d)
         d.setdefault("model_type", "cohere")
-        if d["model_type"] != "cohere2":  # cohere2 keys in a cohere file would mean nothing there
+        if d["model_type"] not in SLIDING_TYPES:  # cohere2 keys in a cohere file would mean nothing there
             for key in ("layer_types", "sliding_window", "sliding_window_pattern"):
                 if d.get(key) is not None:
                     raise ValueError(f"{key}={d[key]!r} given for model_type={d['model_type']!r}; only "
@@ -190,13 +263,18 @@ class CohereConfig:
         d["dtype"] = str(dtype).replace("torch.", "") if dtype is not None else None
         names = {f.name for f in dataclasses.fields(cls)}
         head_dim = d.get("head_dim")
-        if head_dim is not None and head_dim != d.get("hidden_size", cls.hidden_size) // d.get(
+        if d["model_type"] != "cohere2_moe" and head_dim is not None and head_dim != d.get("hidden_size", cls.hidden_size) // d.get(
                 "num_attention_heads", cls.num_attention_heads):
             raise ValueError(f"head_dim={head_dim} differs from hidden_size // num_attention_heads, "
                              "which is how Cohere models set it")
-        kwargs = {k: v for k, v in d.items() if k in names | {"sliding_window_pattern"}}
+        if d["model_type"] != "cohere2_moe":  # mixture-of-experts keys would mean nothing here
+            for key in MOE_FIELDS + ("first_k_dense_replace",):
+                d.pop(key, None)
+        kwargs = {k: v for k, v in d.items() if k in names | {"sliding_window_pattern", "first_k_dense_replace"}}
         if kwargs.get("layer_types") is not None:
             kwargs.pop("sliding_window_pattern", None)  # both written: layer_types is the newer, and wins
+        if kwargs.get("mlp_layer_types") is not None:
+            kwargs.pop("first_k_dense_replace", None)
         return cls(**kwargs)
 
     @classmethod
@@ -214,16 +292,25 @@ class CohereConfig:
     def to_dict(self) -> dict[str, Any]:
         """The newer config.json spelling (`rope_parameters`, `dtype`), which transformers reads."""
         d = dataclasses.asdict(self)
-        d["architectures"] = ["Cohere2ForCausalLM" if self.model_type == "cohere2" else "CohereForCausalLM"]
-        if self.model_type == "cohere2":
-            d["head_dim"] = self.head_dim  # Cohere2Config writes it; readers of the file expect it
+        d["architectures"] = [{"cohere": "CohereForCausalLM", "cohere2": "Cohere2ForCausalLM",
+                               "cohere2_moe": "Cohere2MoeForCausalLM"}[self.model_type]]
+        if self.model_type != "cohere2_moe":
+            for key in MOE_FIELDS:
+                d.pop(key)
+        if self.model_type in SLIDING_TYPES:  # head_dim: Cohere2Config writes it; readers of the file expect it
             d.pop("use_qk_norm")
         else:  # Command-R's files have no such keys
             d.pop("layer_types")
             d.pop("sliding_window")
+            d.pop("head_dim")
         if d["dtype"] is None:
             d.pop("dtype")
         return d
+
+
+def _layer_kind(i: int, pattern: int) -> str:
+    """The older spelling's rule: layer i slides unless (i + 1) % pattern == 0."""
+    return "full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -257,6 +344,31 @@ class CohereLayerNorm(nn.Module):
             return F.layer_norm(x.float(), x.shape[-1:], self.weight.float(), eps=self.eps).to(x.dtype)
         # per-head weights [heads, head_dim] (q/k norm): normalise over head_dim, then scale each head
         return (self.weight.float() * F.layer_norm(x.float(), x.shape[-1:], eps=self.eps)).to(x.dtype)
+
+
+class CohereRMSNorm(nn.Module):
+    """cohere2_moe's norm when its config sets `rms_norm_eps`: divide by the root mean square, scale.
+
+    No mean is removed. Normalised in fp32, then (as transformers does) cast back to the input dtype
+    before the weight multiplies, so a bf16 model rounds where the reference rounds.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def make_norm(config: CohereConfig) -> nn.Module:
+    """The block and final norm: RMSNorm where the config gives rms_norm_eps (cohere2_moe), else LayerNorm."""
+    if config.rms_norm_eps is not None and config.model_type == "cohere2_moe":
+        return CohereRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+    return CohereLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -529,15 +641,151 @@ ACTIVATIONS = {"silu": F.silu}
 class CohereMLP(nn.Module):
     """down(silu(gate(x)) * up(x)): the gate decides, per feature, how much of `up` passes."""
 
-    def __init__(self, config: CohereConfig):
+    def __init__(self, config: CohereConfig, intermediate_size: int | None = None):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        width = intermediate_size or config.intermediate_size
+        self.gate_proj = nn.Linear(config.hidden_size, width, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, width, bias=False)
+        self.down_proj = nn.Linear(width, config.hidden_size, bias=False)
         self.act = ACTIVATIONS[config.hidden_act]
 
     def forward(self, x):
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+# The mixture of experts (cohere2_moe, Command A+): in a "sparse" layer the MLP becomes many MLPs, the
+# experts, and a router sends each token through only `num_experts_per_tok` of them. Parameters grow
+# with the number of experts; the work per token grows only with the k it uses. In the course's order:
+# the router, the experts, then the shared expert that every token also goes through.
+
+
+class CohereRouter(nn.Module):
+    """Scores every expert for each token and keeps the top k: weight [num_experts, hidden] (`mlp.gate`).
+
+    The k kept logits become the experts' weights by a softmax over those k (so they sum to 1), or by
+    a sigmoid each, divided by their sum when `norm_topk_prob`. Not an nn.Linear, so quantization,
+    which replaces linear layers, leaves it alone: a rounded router would pick other experts.
+    """
+
+    def __init__(self, config: CohereConfig):
+        super().__init__()
+        self.top_k, self.selection = config.num_experts_per_tok, config.expert_selection_fn
+        self.norm_topk_prob = config.norm_topk_prob
+        self.weight = nn.Parameter(torch.empty(config.num_experts, config.hidden_size))
+
+    def forward(self, x: torch.Tensor):
+        """x [N, hidden] -> (logits [N, experts], weights [N, k], experts [N, k])."""
+        logits = F.linear(x, self.weight)
+        top, experts = torch.topk(logits, self.top_k, dim=-1)
+        if self.selection == "softmax":
+            weights = top.softmax(dim=-1, dtype=torch.float32)
+        else:  # sigmoid, in the activations' dtype as the reference computes it
+            weights = top.sigmoid()
+            if self.norm_topk_prob:
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+        return logits, weights.to(x.dtype), experts
+
+
+class CohereExperts(nn.ModuleList):
+    """`num_experts` SiLU-gated MLPs, stored one by one as checkpoints store them (`experts.{e}.gate_proj`).
+
+    Two ways to run them, equal up to rounding (tests/test_cohere2_moe.py):
+      "loop"     the teaching version: for each expert, pick out its tokens and run them through it.
+                 Asking which tokens an expert has waits for the answer (a host sync on a GPU).
+      "grouped"  sort the (token, expert) pairs by expert and run every expert's group in one grouped
+                 matrix multiply (torch._grouped_mm) over the experts' weights stacked [E, in, out].
+                 No Python loop and nothing read back to the host: decode steps stay asynchronous.
+    The stacked weights are the experts' own memory: `stacked()` copies them once into [E, ...] tensors
+    and makes each expert's weights views into those, so nothing is held twice. The checkpoint layout
+    is unchanged (the state dict still names each expert). Quantized experts run the loop, each in its
+    own quantized kernel.
+    """
+
+    def __init__(self, config: CohereConfig):
+        super().__init__(CohereMLP(config) for _ in range(config.num_experts))
+        self.implementation = "grouped"
+        self._stack: tuple | None = None  # (gate and up [E, 2I, H], down [E, H, I], the weights' addresses)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """x [N, hidden], each row's k experts [N, k] and their weights [N, k] -> the weighted sum [N, hidden]."""
+        if not all(type(p) is nn.Linear for m in self for p in m.children()):  # quantized experts
+            self._stack = None  # the float copy must not outlive the float weights
+            return self.forward_loop(x, weights, experts)
+        # torch._grouped_mm takes these three dtypes
+        if self.implementation == "loop" or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            return self.forward_loop(x, weights, experts)
+        return self.forward_grouped(x, weights, experts)
+
+    def forward_loop(self, x, weights, experts):
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self):
+            token, slot = torch.where(experts == e)  # the rows that chose expert e, and in which of k places
+            if token.numel() == 0:
+                continue
+            out.index_add_(0, token, expert(x[token]) * weights[token, slot, None])
+        return out
+
+    def forward_grouped(self, x, weights, experts):
+        gate_up, down = self.stacked()
+        k = experts.shape[1]
+        pair_expert = experts.flatten()  # pair p = (token p // k, expert pair_expert[p])
+        order = pair_expert.argsort(stable=True)  # the pairs grouped by expert
+        # Where each expert's group ends: a search in the sorted ids (bincount would read its size back).
+        ends = torch.searchsorted(pair_expert[order], torch.arange(1, len(self) + 1, device=x.device),
+                                  out_int32=True)
+        h = torch._grouped_mm(x[order // k], gate_up, offs=ends)  # [N * k, 2I]: group g times gate_up[g]
+        gate, up = h.chunk(2, dim=-1)
+        h = torch._grouped_mm(self[0].act(gate) * up, down, offs=ends)  # [N * k, hidden]
+        h = h * weights.reshape(-1)[order, None]
+        return torch.zeros_like(x).index_add_(0, order // k, h)
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The experts' weights as (gate and up [E, H, 2I], down [E, I, H]): inputs first, the layout in
+        which torch._grouped_mm reads each expert's matrix without copying it.
+
+        Built once, and again whenever a weight has moved (`.to()`, a loader assigning new tensors):
+        the experts' parameters become (transposed) views into the stack. With gradients on, a
+        differentiable copy instead.
+        """
+        linears = [(m.gate_proj, m.up_proj, m.down_proj) for m in self]
+        if torch.is_grad_enabled() and any(p.weight.requires_grad for trio in linears for p in trio):
+            return (torch.stack([torch.cat([g.weight, u.weight]).T for g, u, _ in linears]),
+                    torch.stack([d.weight.T for _, _, d in linears]))
+        addresses = tuple(p.weight.data_ptr() for trio in linears for p in trio)
+        if self._stack is None or self._stack[2] != addresses:
+            with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, even inside generate()
+                gate_up = torch.stack([torch.cat([g.weight, u.weight]).T for g, u, _ in linears]).contiguous()
+                down = torch.stack([d.weight.T for _, _, d in linears]).contiguous()
+                width = linears[0][0].out_features
+                for e, (g, u, d) in enumerate(linears):
+                    g.weight = nn.Parameter(gate_up[e, :, :width].T, requires_grad=g.weight.requires_grad)
+                    u.weight = nn.Parameter(gate_up[e, :, width:].T, requires_grad=u.weight.requires_grad)
+                    d.weight = nn.Parameter(down[e].T, requires_grad=d.weight.requires_grad)
+            addresses = tuple(p.weight.data_ptr() for trio in linears for p in trio)
+            self._stack = (gate_up, down, addresses)
+        return self._stack[0], self._stack[1]
+
+
+class CohereSparseMoeBlock(nn.Module):
+    """A MoE layer's MLP: the router picks k experts per token, their outputs are summed with the router's
+    weights, and the shared expert (if any) joins by "average" ((routed + shared) / 2) or "sum"."""
+
+    def __init__(self, config: CohereConfig):
+        super().__init__()
+        self.gate = CohereRouter(config)
+        self.experts = CohereExperts(config)
+        self.combine = config.shared_expert_combination_strategy
+        if config.num_shared_experts > 0:
+            self.shared_experts = CohereMLP(config, config.intermediate_size * config.num_shared_experts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(0, -2)  # [tokens, hidden]: routing is per token, wherever it sits
+        _, weights, experts = self.gate(tokens)
+        out = self.experts(tokens, weights, experts)
+        if hasattr(self, "shared_experts"):
+            shared = self.shared_experts(tokens)
+            out = out + shared if self.combine == "sum" else (out + shared) / 2
+        return out.view(x.shape)
 
 
 class CohereDecoderLayer(nn.Module):
@@ -551,9 +799,11 @@ class CohereDecoderLayer(nn.Module):
     def __init__(self, config: CohereConfig, layer_idx: int):
         super().__init__()
         self.attention_type = config.layer_types[layer_idx]  # "sliding_attention" or "full_attention"
-        self.input_layernorm = CohereLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.rotary = "rope" if config.layer_uses_rope(layer_idx) else "none"  # which turn it takes (section 7)
+        self.input_layernorm = make_norm(config)
         self.self_attn = CohereAttention(config, layer_idx)
-        self.mlp = CohereMLP(config)
+        sparse = config.model_type == "cohere2_moe" and config.mlp_layer_types[layer_idx] == "sparse"
+        self.mlp = CohereSparseMoeBlock(config) if sparse else CohereMLP(config, config.mlp_width(layer_idx))
 
     def forward(self, x, cos=None, sin=None, mask=None, is_causal=False, cache=None, eager=False):
         h = self.input_layernorm(x)
@@ -586,7 +836,7 @@ class CohereModel(nn.Module):
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.layers = nn.ModuleList(CohereDecoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.norm = CohereLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.norm = make_norm(config)
         self.rotary_emb = CohereRotaryEmbedding(config)
         self.attn_implementation = "sdpa"  # or "eager": the explicit path, which can return weights
 
@@ -653,8 +903,10 @@ class CohereModel(nn.Module):
         return self.turns_by_type(rotary_turn(cos, sin).unsqueeze(1))
 
     def turns_by_type(self, turn: torch.Tensor) -> dict:
-        """{layer type: turn}, None for the layer types that use no positional encoding (cohere2's global layers)."""
-        return {kind: turn if self.config.uses_rope(kind) else None for kind in LAYER_TYPES}
+        """{layer type: turn}, None for the layer types that use no positional encoding (cohere2's global layers);
+        "rope" and "none" too, for the layers whose own choice overrides their type's (cohere2_moe's prefix)."""
+        return {**{kind: turn if self.config.uses_rope(kind) else None for kind in LAYER_TYPES},
+                "rope": turn, "none": None}
 
     def rotary_table(self, max_len: int) -> torch.Tensor:
         """The turns of positions 0..max_len-1, [max_len, head_dim/2] complex: `generate` computes them once
@@ -672,7 +924,7 @@ class CohereModel(nn.Module):
             if output_hidden_states:
                 hidden_states.append(x)
             mask, is_causal = masks[kind]
-            x, weights = layer(x, turns[kind], None, mask, is_causal, cache, eager)  # complex turn as `cos`
+            x, weights = layer(x, turns[layer.rotary], None, mask, is_causal, cache, eager)  # complex turn as `cos`
             if output_attentions:
                 attentions.append(weights)
         x = self.norm(x)
@@ -713,6 +965,8 @@ class CohereForCausalLM(nn.Module):
         """Small normal weights, zero biases, unit norms, a zero padding row (the reference's init)."""
         if module is self.lm_head and self.config.tie_word_embeddings:
             return  # its weight is the embedding, initialised (padding row and all) as the embedding
+        if isinstance(module, CohereRouter) and module.weight.device.type != "meta":
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
         if isinstance(module, (nn.Linear, nn.Embedding)) and module.weight.device.type != "meta":
             nn.init.normal_(module.weight, std=self.config.initializer_range)
             if isinstance(module, nn.Linear) and module.bias is not None:

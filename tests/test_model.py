@@ -43,6 +43,8 @@ def test_config_defaults_equal_transformers_defaults():
     for f in dataclasses.fields(CohereConfig):
         if f.name in ("dtype", "layer_types", "sliding_window"):  # the last two are cohere2's (test_cohere2)
             continue
+        if f.name == "head_dim" or f.name in mc.MOE_FIELDS:  # cohere2_moe's (test_cohere2_moe)
+            continue
         assert getattr(ours, f.name) == getattr(theirs, f.name), f.name
     assert ours.layer_types == ["full_attention"] * ours.num_hidden_layers and ours.sliding_window is None
 
