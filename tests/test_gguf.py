@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, scramble
 
 gguf = pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
 
@@ -119,6 +119,35 @@ def test_smaller_types_keep_norms_in_f32_and_matrices_close(exported, dtype, mat
         assert err.max() <= bound, (t.name, err.max())
     # 16 or 8.5 bits a weight instead of 32, plus the same tokenizer metadata in every file
     assert exported[dtype].stat().st_size < exported["f32"].stat().st_size * (0.55 if dtype == "f16" else 0.3)
+
+
+@pytest.fixture(scope="module")
+def plus_folder(tmp_path_factory):
+    """A Command R+-shaped model (q/k norms, 64 layers: the depth llama.cpp needs to read them), tiny and
+    random, saved in several shards with the bundled tokenizer."""
+    folder = tmp_path_factory.mktemp("plus")
+    config = minicohere.CohereConfig(vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=64,
+                                     num_attention_heads=8, num_key_value_heads=2, use_qk_norm=True,
+                                     logit_scale=0.8333333333333334, max_position_embeddings=256,
+                                     bos_token_id=5, eos_token_id=9, pad_token_id=0,
+                                     rope_parameters={"rope_type": "default", "rope_theta": 75000000.0})
+    torch.manual_seed(0)
+    model = scramble(minicohere.CohereForCausalLM(config), seed=1, embed_std=0.3).eval()
+    minicohere.save_pretrained(model, folder, max_shard_size="4MB")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(BUNDLED / name, folder / name)
+    return folder
+
+
+def test_plus_q_k_norms_are_written_per_head_from_several_shards(plus_folder, tmp_path):
+    assert len(list(plus_folder.glob("model-*.safetensors"))) > 1
+    reader = gguf.GGUFReader(export_gguf(plus_folder, tmp_path / "plus.gguf", progress=False))
+    shapes = {t.name: [int(d) for d in t.shape] for t in reader.tensors}
+    # HF stores q_norm as [heads, head_dim]; GGUF lists it innermost first, as llama.cpp's loader asks
+    assert shapes["blk.63.attn_q_norm.weight"] == [16, 8]
+    assert shapes["blk.63.attn_k_norm.weight"] == [16, 2]
+    assert len(shapes) == 2 + 64 * 10
+    assert field(reader, "command-r.logit_scale") == np.float32(0.8333333333333334)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,6 +292,19 @@ def test_llama_cpp_logits_within_1e_4_relative_f32(exported, model, tokenizer):
         # relative to the largest logit of each position: fp32 sums in another order differ in the ~1e-6s
         rel = ((theirs - ours).abs().amax(-1) / ours.abs().amax(-1)).max().item()
         assert rel < 1e-4, (prompt, rel)
+
+
+@needs_llama_cpp
+def test_llama_cpp_logits_within_1e_4_relative_plus_with_q_k_norms(plus_folder, tmp_path, tokenizer):
+    model = minicohere.from_pretrained(plus_folder, dtype="float32", progress=False)
+    llm = load_llama(export_gguf(plus_folder, tmp_path / "plus.gguf", progress=False), logits_all=True)
+    ids = tokenizer.encode(PROMPTS[1])
+    llm.eval(ids)
+    theirs = torch.tensor(np.array(llm.scores[: len(ids)]), dtype=torch.float32)
+    with torch.no_grad():
+        ours = model(torch.tensor([ids])).logits[0]
+    rel = ((theirs - ours).abs().amax(-1) / ours.abs().amax(-1)).max().item()
+    assert rel < 1e-4, rel
 
 
 @needs_llama_cpp
