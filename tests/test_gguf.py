@@ -238,8 +238,10 @@ needs_llama_cpp = pytest.mark.skipif(llama_cpp is None, reason="llama-cpp-python
 
 
 def load_llama(path, **kwargs):
+    # The keys and values cached in f32: llama.cpp's default f16 cache alone moves logits by ~1e-4.
+    f32 = llama_cpp.GGML_TYPE_F32
     return llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=1, n_batch=256, verbose=False, seed=0,
-                           **kwargs)
+                           type_k=f32, type_v=f32, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +277,8 @@ def test_llama_cpp_greedy_tokens_equal_minicohere_f32(exported, model, tokenizer
     llm = load_llama(exported["f32"])
     for prompt in PROMPTS:
         ids = tokenizer.encode(prompt)
-        ours = minicohere.generate(model, torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids):]
+        ours = minicohere.generate(model, torch.tensor([ids]), max_new_tokens=24, do_sample=False,
+                                    eos_token_id=None)[0, len(ids):]
         assert greedy_llama(llm, ids, 24) == ours.tolist(), prompt
 
 
