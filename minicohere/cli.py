@@ -1,4 +1,5 @@
-"""The command line: `python -m minicohere generate --prompt ...` and `python -m minicohere chat`.
+"""The command line: `python -m minicohere generate --prompt ...`, `python -m minicohere chat`, and
+`python -m minicohere export-gguf FOLDER OUT.gguf` (a checkpoint as a GGUF file for llama.cpp, gguf.py).
 
 Both default to the tiny Command-R bundled with the package (assets/tiny-command-r/ in a clone,
 minicohere/_assets/ in a regular install; see bundled.py), so they work offline;
@@ -27,6 +28,14 @@ SAMPLING_FLAGS = dict(temperature="--temperature", top_k="--top-k", top_p="--top
 
 class CliError(Exception):
     """A problem the user can fix, reported as one line without a traceback."""
+
+    exit_code = 1
+
+
+class BadInput(CliError):
+    """An argument refused after parsing (export-gguf's folder or --dtype): exit 2, as argparse's errors."""
+
+    exit_code = 2
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -116,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog="python -m minicohere",
                            description="Generate text or chat with a Command-R-architecture model "
-                                       "(default: the bundled tiny-command-r, offline).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,chat}")
+                                       "(default: the bundled tiny-command-r, offline), or export one to GGUF.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,chat,export-gguf}")
     generate = commands.add_parser("generate", parents=[shared], help="continue a prompt, streaming the text",
                                    description="Continue a prompt and stream the text to stdout.")
     generate.add_argument("--prompt", required=True, help="the text to continue")
@@ -125,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Read one user message per line from stdin and answer each; the "
                                            "conversation so far is kept. End with Ctrl-D (EOF) or Ctrl-C.")
     chat.add_argument("--system", default=None, help="an optional system message")
+    export = commands.add_parser("export-gguf", help="write a checkpoint folder as a GGUF file for llama.cpp",
+                                 description="Write a Command-R checkpoint folder (config.json, safetensors, "
+                                             "tokenizer.json) as one GGUF file that llama.cpp and Ollama run.")
+    export.add_argument("folder", help="the checkpoint folder, e.g. assets/tiny-command-r")
+    export.add_argument("out", help="the .gguf file to write")
+    export.add_argument("--dtype", default="f32", metavar="TYPE",
+                        help="the matrices' type: f32 (default, exact), f16 or q8_0 (llama.cpp's 8-bit blocks)")
     return parser
 
 
@@ -132,6 +148,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Parse, refuse --greedy next to a sampling flag (it would be ignored), then fill the sampling defaults."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "export-gguf":
+        return args
     given = [f"{flag} {getattr(args, name)}" for name, flag in SAMPLING_FLAGS.items()
              if getattr(args, name) is not None]
     if args.greedy and given:
@@ -301,6 +319,21 @@ def run_chat(args) -> None:
         history.append({"role": "assistant", "content": "".join(reply).strip()})
 
 
+def run_export(args) -> None:
+    """Write the GGUF file; the progress bar goes to stderr, one line saying what was written to stdout."""
+    try:
+        import gguf  # noqa: F401  (the writer; minicohere.gguf imports it where it is used)
+    except ImportError:
+        raise CliError("export-gguf needs the gguf package: pip install gguf") from None
+    from .gguf import GGUFExportError, export_gguf
+
+    try:
+        path = export_gguf(args.folder, args.out, dtype=args.dtype, progress=True)
+    except GGUFExportError as e:
+        raise BadInput(f"export-gguf: {e}") from None
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.dtype})")
+
+
 def main(argv=None) -> int:
     if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
         # minicohere/__init__.py let Ctrl-C end `python -m minicohere` silently while torch was imported;
@@ -308,10 +341,10 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         args = parse_args(argv)
-        (run_generate if args.command == "generate" else run_chat)(args)
+        {"generate": run_generate, "chat": run_chat, "export-gguf": run_export}[args.command](args)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:  # Ctrl-C: stop quietly, on a fresh line
         print(file=sys.stderr)
         return 130
