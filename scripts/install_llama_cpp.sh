@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs llama-cpp-python, the Python binding of llama.cpp, which tests/test_gguf.py and
 # benchmarks/bench_gguf.py use to run the exported GGUF files. PyPI has no CPU wheel for it: pip compiles
-# llama.cpp from the source package, which needs cmake and a C/C++ compiler and takes minutes (about 25
-# on 2 busy cores). Whatever stops it (no compiler, no network, a failed build), this script says so and
-# exits 0: the llama.cpp tests are then skipped with their reason, and everything else still runs.
+# llama.cpp from the source package, which needs cmake and a C/C++ compiler and takes minutes (measured
+# here: 37 minutes on 2 heavily shared cores, building also the multimodal library skipped below).
+# Whatever stops it (no compiler, no network, a failed build), this script says so and exits 0: the
+# llama.cpp tests are then skipped with their reason, and everything else still runs.
 #   GGML_NATIVE=OFF: build for any x86-64 with AVX2/FMA/F16C instead of this exact CPU.
 #   LLAVA_BUILD=OFF, no tests/examples/tools: only the library the binding loads.
 set -uo pipefail
