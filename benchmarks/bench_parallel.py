@@ -28,6 +28,19 @@ import minicohere
 from minicohere import parallel
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. /proc's VmHWM, where there is one: getrusage's ru_maxrss
+    survives exec, so a spawned rank would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def decode_on_rank(rank, world, folder, new_tokens, rounds):
     """One rank: load its shard, count the collectives of one decode step, time greedy decoding."""
     import torch.distributed as dist
@@ -60,17 +73,13 @@ def decode_on_rank(rank, world, folder, new_tokens, rounds):
         start = time.perf_counter()
         tokens = minicohere.generate(model, ids, max_new_tokens=new_tokens, eos_token_id=None)
         times.append(time.perf_counter() - start)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_rss = peak_rss_bytes()
     return {"seconds": sorted(times)[len(times) // 2], "tokens": tokens, "param_bytes": param_bytes,
             "peak_rss": peak_rss, "payload": payload, "config": model.config}
 
 
 def run(folder, world, new_tokens, rounds):
-    if world == 1:
-        import os
-        os.environ["OMP_NUM_THREADS"] = "1"
-        torch.set_num_threads(1)
-        return [decode_on_rank(0, 1, folder, new_tokens, rounds)]
+    # One process per rank, one thread each; the 1-rank run too, so its peak RSS is its own.
     return parallel.run_on_ranks(decode_on_rank, world, folder, new_tokens, rounds, timeout=1200)
 
 
@@ -98,7 +107,7 @@ def main():
         for world in args.worlds:
             results = run(folder, world, args.new_tokens, args.rounds)
             r0 = results[0]
-            first = first or r0["tokens"]
+            first = r0["tokens"] if first is None else first
             same = all(torch.equal(r["tokens"], r0["tokens"]) for r in results) and torch.equal(r0["tokens"], first)
             if world > 1:
                 formula = parallel.all_reduce_bytes_per_token(r0["config"], dtype_bytes=4)
