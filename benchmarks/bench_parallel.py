@@ -9,10 +9,12 @@ hidden 1024, 8 layers, 16 heads / 4 kv heads, fp32) saved once and loaded the sa
 process with one thread. Greedy decode of a 16-token prompt, eos off, batch 1; every rank's tokens are
 checked to be the same as rank 0's and as the 1-rank run's.
 
-On a small shared CPU expect little or no speed-up: batch-1 decode of these models takes well under a
-millisecond of arithmetic per layer, while each layer now waits for one all-reduce through gloo's TCP
-loopback (tens of microseconds each, plus a process switch when the two ranks share cores with other
-work). TP pays off when each rank has its own memory bandwidth (a GPU each) and the link is fast (NVLink).
+Each rank is a process with one thread, so the 1-rank run uses one core and the 2-rank run two: what
+2 ranks gain here is a second core's arithmetic and memory bandwidth, minus one gloo all-reduce per
+layer through TCP loopback (tens of microseconds each, more when the ranks share their cores with other
+work). On a 2-core machine shared with other jobs the timings vary by 2x from run to run; do not read a
+speed-up of TP itself into them. TP pays off when each rank has its own GPU (its own memory bandwidth)
+and the link is fast (NVLink): see gpu_tensor_parallel.py.
 """
 
 from __future__ import annotations
