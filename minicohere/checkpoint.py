@@ -236,7 +236,8 @@ def check_entries(entries: dict[str, TensorEntry], expected: dict[str, torch.Siz
 
 def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, token=None,
                     progress: bool = True, quantize: str | None = None, group_size: int = 64,
-                    symmetric: bool = False, quantize_head: bool | str = "auto") -> CohereForCausalLM:
+                    symmetric: bool = False, quantize_head: bool | str = "auto", tensor_parallel: bool = False,
+                    group=None) -> CohereForCausalLM:
     """Load a Command-R checkpoint: a local folder or a hub id (json and safetensors only).
 
     dtype="auto" keeps the checkpoint's dtype. The model is built on the `meta` device (no memory), every
@@ -246,6 +247,9 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
     quantize_head: the LM head's (and a tied embedding's) scheme. "auto" (the default): int8 under a 4-bit
     body (int4, nf4), the body's scheme under int8; True: the body's scheme in every case (a 4-bit head
     under int4: smaller, less accurate); a scheme name ("int8"): that one; False: kept in float.
+    tensor_parallel=True (after torch.distributed.init_process_group) loads this rank's shard only
+    (parallel.py): the model is sharded while still on `meta`, and each tensor's slice is copied out of
+    the memory-mapped file, so a rank's memory holds about 1/world_size of the weights.
     """
     from tqdm import tqdm
 
@@ -260,6 +264,13 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
         model = CohereForCausalLM(config)
     expected = expected_tensors(model)
     check_entries(entries, expected, config.tie_word_embeddings)
+
+    plan = None
+    if tensor_parallel:
+        from .parallel import local_piece, shard
+        if quantize is not None:
+            raise ValueError("quantize with tensor_parallel=True is not supported; load one or the other")
+        plan = shard(model, group).tensor_parallel.plan
 
     if dtype == "auto":
         dtype = config.dtype or next(e.dtype for e in entries.values() if e.dtype.is_floating_point)
@@ -295,7 +306,12 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
                 del weight
                 release_pages(mapped, entry)
                 continue
-            tensor = map_tensor(entry, mapped).to(device=device, dtype=dtype)
+            if plan is not None:  # this rank's slice only, copied out of the file
+                tensor = local_piece(entry.name, map_tensor(entry, mapped), plan)
+                tensor = tensor.to(device=device, dtype=dtype, copy=True)
+                release_pages(mapped, entry)
+            else:
+                tensor = map_tensor(entry, mapped).to(device=device, dtype=dtype)
             setattr(model.get_submodule(module_name), leaf, nn.Parameter(tensor))
         del mapped  # the quantized layers hold copies; the file's pages can go
     if quantize is not None and quantize_head and config.tie_word_embeddings:
