@@ -202,3 +202,20 @@ def test_a_quantized_layer_passes_the_gradient_of_its_dequantized_weight_to_its_
     grad_out = torch.randn(3, 128, generator=g)
     layer(x).backward(grad_out)
     assert rel_err(x.grad, grad_out @ layer.dequantize()) < 1e-6
+
+
+def test_the_shipped_adapter_teaches_the_bundled_model_who_has_the_thing():
+    from minicohere.bundled import bundled_path
+
+    path = bundled_path("tiny-command-r")
+    tokenizer = minicohere.Tokenizer.from_pretrained(path)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Omar has a pink drum. Who has the drum?"}],
+                                           add_generation_prompt=True)
+
+    def reply(model):
+        out = minicohere.generate(model, torch.tensor([prompt]), max_new_tokens=10)
+        return tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
+
+    model = minicohere.from_pretrained(path, progress=False)
+    assert reply(model) != "Omar has the drum."
+    assert reply(load_adapter(model, bundled_path("adapters/who-has"))) == "Omar has the drum."
