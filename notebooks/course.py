@@ -5,6 +5,7 @@ Kept apart from `minicohere` because they are about teaching, not about the mode
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import tempfile
@@ -175,3 +176,30 @@ def check(condition: bool, hint: str) -> None:
 
 def passed(name: str) -> None:
     print(f"PASS: {name}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots of chapters 00-07 (kept here so that the lessons hold only the code the learner writes)
+# ---------------------------------------------------------------------------------------------------
+
+def plot_pair_turns(freqs, pairs=(0, 3), positions=20):
+    """Where each rotary pair's unit vector (1, 0) points at positions 0..positions-1, one marker per position.
+
+    The title states how far each pair turned (in turns), measured from `freqs` (radians per position).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    steps = torch.arange(positions).float()
+    turned = []
+    for i in pairs:
+        angles = steps * freqs[i]
+        ax.scatter(angles.cos().numpy(), angles.sin().numpy(), s=12 if i == pairs[0] else 40,
+                   label=f"pair {i}: {float(freqs[i]):.3g} rad per position")
+        turned.append(float(angles[-1]) / (2 * math.pi))
+    ax.set_aspect("equal")
+    ax.set_title(f"over {positions} positions pair {pairs[0]} turns {turned[0]:.1f} times round, "
+                 f"pair {pairs[-1]} only {turned[-1]:.4f} of a turn")
+    ax.legend(fontsize=8, loc="center")
+    plt.show()
+    return turned

@@ -25,6 +25,14 @@ Given several notebooks, each answer is also compared with the *other* notebooks
 exercises the same across chapters): the column `other` counts its lines found, verbatim or renamed, in
 another chapter's solution, and that share has the same bound.
 
+Lines are not the only way to copy: an answer can be a lesson's expression renamed and wrapped
+differently, or two half-lines joined. So each answer is also read as one stream of tokens (non-trivial
+lines only, line breaks ignored, local names replaced as above), and every window of NGRAM tokens with at
+least two informative tokens is looked up among the windows of everything visible (and of the other
+chapters' answers). The columns `expr` and `expr-other` give the share of the answer's tokens that lie in
+such a window; a share above EXPR_BOUND (0.5) fails: more than half of the answer can be assembled from
+expressions a student can read.
+
 The table gives, per exercise, the non-trivial lines, how many are seen verbatim, how many renamed, and the
 leaked share. The exit status is 1 when a share exceeds the bound (default 0.2: one line in five of an
 answer may coincide with something shown, e.g. a loop header or a call of the chapter's own function, but
@@ -111,23 +119,68 @@ def renamed_key(toks) -> str | None:
     """
     if len(toks) < RENAMED_MIN_TOKENS:
         return None
-    out, informative = [], 0
+    out = normalised(toks)
+    return " ".join(text for text, _ in out) if any(weight for _, weight in out) else None
+
+
+NGRAM = 10                 # tokens in one expression window: a call with its arguments, `ID . mean ( - 1 , keepdim = True )`
+EXPR_BOUND = 0.5           # share of an answer's tokens covered by windows seen elsewhere
+
+
+def normalised(toks) -> list[tuple[str, bool]]:
+    """(token, informativeness) per token: local names become `ID`, as in `renamed_key`, and informative
+    marks what a renamed copy keeps and other code rarely shares (attributes, keyword arguments, module
+    names, strings, numbers other than 0 and 1)."""
+    out = []
     for k, (kind, text) in enumerate(toks):
         previous = toks[k - 1][1] if k else ""
         following = toks[k + 1][1] if k + 1 < len(toks) else ""
+        informative = 0          # 2: an attribute, module, string or number; 1: a keyword argument
         if kind == "name":
-            attribute = previous == "."
-            keyword_argument = following == "=" and previous in ("(", ",")
-            if attribute or keyword_argument:
-                informative += text not in GENERIC_ATTRIBUTES
+            if previous == ".":
+                informative = 2 * (text not in GENERIC_ATTRIBUTES)
+            elif following == "=" and previous in ("(", ","):
+                informative = 1
             elif text in MODULE_NAMES:
-                informative += 1
+                informative = 2
             elif text not in KEPT_NAMES:
                 text = "ID"
         elif kind == "str" or (kind == "num" and text not in ("0", "1")):
-            informative += 1
-        out.append(text)
-    return " ".join(out) if informative else None
+            informative = 2
+        out.append((text, informative))
+    return out
+
+
+def stream(lines) -> list[tuple[str, bool]]:
+    """The normalised tokens of the non-trivial lines, one stream across line breaks: an expression
+    that a copy wraps differently, or splits over two lines, keeps the same windows."""
+    out = []
+    for line in lines:
+        toks = tokens(line)
+        if not is_trivial(toks):
+            out.extend(normalised(toks))
+    return out
+
+
+def windows(toks: list[tuple[str, bool]]):
+    """(start, window) for each NGRAM-token window with two informative tokens, one of them more than a
+    keyword argument (`(dim=-1, keepdim=True)` alone is in any code base)."""
+    for start in range(len(toks) - NGRAM + 1):
+        window = toks[start:start + NGRAM]
+        weights = [informative for _, informative in window]
+        if max(weights) == 2 and sum(w > 0 for w in weights) >= 2:
+            yield start, tuple(text for text, _ in window)
+
+
+def covered_share(toks, seen: dict) -> tuple[float, list[tuple[str, str]]]:
+    """Share of `toks` inside a window found in `seen`, and (the window's text, where) for each hit."""
+    covered, hits = set(), []
+    for start, window in windows(toks):
+        if window in seen:
+            covered.update(range(start, start + NGRAM))
+            if not hits or hits[-1][1] != seen[window]:
+                hits.append((" ".join(window), seen[window]))
+    return (len(covered) / len(toks) if toks else 0.0), hits
 
 
 @dataclass
@@ -135,8 +188,14 @@ class Visible:
     """Every line a student can read, by normalised form, with where it was first seen."""
     verbatim: dict[str, str] = field(default_factory=dict)
     renamed: dict[str, str] = field(default_factory=dict)
+    expressions: dict[tuple, str] = field(default_factory=dict)   # NGRAM-token windows (see `windows`)
+
+    def add_windows(self, lines, where: str) -> None:
+        for _, window in windows(stream(lines)):
+            self.expressions.setdefault(window, where)
 
     def add(self, line: str, where: str) -> None:
+        self.add_windows([line], where)
         toks = tokens(line)
         if is_trivial(toks):
             return
@@ -146,8 +205,10 @@ class Visible:
             self.renamed.setdefault(key, where)
 
     def add_text(self, text: str, where: str) -> None:
-        for number, line in enumerate(text.split("\n"), start=1):
+        lines = text.split("\n")
+        for number, line in enumerate(lines, start=1):
             self.add(line, f"{where}:{number}")
+        self.add_windows(lines, where)       # windows across line breaks too
 
 
 def markdown_code(text: str) -> list[str]:
@@ -208,10 +269,10 @@ def visible_lines(nb, notebook: Path, package: Path) -> Visible:
         elif cell.cell_type == "markdown":
             for line in markdown_code(cell.source):
                 seen.add(line, where)
-    helpers = notebook.parent / "course.py"
-    sources = ([helpers] if helpers.is_file() else []) + sorted(package.rglob("*.py"))
+    helpers = sorted(notebook.parent.glob("*.py"))    # course.py, previous_chapters.py
+    sources = helpers + sorted(package.rglob("*.py"))
     for path in sources:
-        where = path.name if path == helpers else str(path.relative_to(package.parent))
+        where = path.name if path in helpers else str(path.relative_to(package.parent))
         seen.add_text(path.read_text(encoding="utf-8"), where)
     return seen
 
@@ -227,6 +288,10 @@ class Leak:
     other: int = 0                      # lines equal to another chapter's answer (see cross_chapter)
     other_found: list[tuple[str, str, str]] = field(default_factory=list)
     keys: list[tuple[str, str | None, str]] = field(default_factory=list)  # (verbatim, renamed, line)
+    expr: float = 0.0                   # share of the answer's tokens in an expression seen elsewhere
+    expr_found: list[tuple[str, str]] = field(default_factory=list)
+    expr_other: float = 0.0             # the same share against the other chapters' answers
+    tokens: list = field(default_factory=list)   # the answer's normalised token stream
 
     @property
     def share(self) -> float:
@@ -235,6 +300,10 @@ class Leak:
     @property
     def other_share(self) -> float:
         return self.other / self.lines if self.lines else 0.0
+
+    def over(self, bound: float) -> bool:
+        return (self.share > bound or self.other_share > bound
+                or self.expr > EXPR_BOUND or self.expr_other > EXPR_BOUND)
 
 
 def cross_chapter(results: dict[Path, list[Leak]]) -> None:
@@ -260,6 +329,16 @@ def cross_chapter(results: dict[Path, list[Leak]]) -> None:
                         leak.other += 1
                         leak.other_found.append((line, "other", where))
                         break
+    every = {path: {window: f"{path.name} {leak.exercise}" for leak in leaks for _, window in windows(leak.tokens)}
+             for path, leaks in results.items()}
+    for path, leaks in results.items():
+        others = {}
+        for other_path, seen in every.items():
+            if other_path != path:
+                others.update(seen)
+        for leak in leaks:
+            leak.expr_other, hits = covered_share(leak.tokens, others)
+            leak.other_found += [(text, "expr", where) for text, where in hits]
 
 
 def measure(notebook: Path, package: Path | None = None) -> list[Leak]:
@@ -282,7 +361,10 @@ def measure(notebook: Path, package: Path | None = None) -> list[Leak]:
             elif (key := renamed_key(toks)) is not None and key in seen.renamed:
                 renamed += 1
                 found.append((line.strip(), "renamed", seen.renamed[key]))
-        results.append(Leak(exercise, index, counted, verbatim, renamed, found, keys=keys))
+        toks = stream(lines)
+        expr, hits = covered_share(toks, seen.expressions)
+        results.append(Leak(exercise, index, counted, verbatim, renamed, found, keys=keys, expr=expr,
+                            expr_found=[(text, "expr", where) for text, where in hits], tokens=toks))
     return results
 
 
@@ -293,17 +375,17 @@ def report(notebook: Path, leaks: list[Leak], bound: float, verbose: bool, out=N
     if not leaks:
         print("  (no solution regions)", file=out)
         return True
-    print(f"  {'exercise':<16} {'cell':>4} {'lines':>5} {'verbatim':>8} {'renamed':>7} {'share':>6} {'other':>5}",
-          file=out)
+    print(f"  {'exercise':<16} {'cell':>4} {'lines':>5} {'verbatim':>8} {'renamed':>7} {'share':>6} {'other':>5} "
+          f"{'expr':>5} {'expr-other':>10}", file=out)
     ok = True
     for leak in leaks:
-        over = leak.share > bound or leak.other_share > bound
+        over = leak.over(bound)
         ok &= not over
         flag = "  OVER" if over else ""
         print(f"  {leak.exercise:<16} {leak.cell:>4} {leak.lines:>5} {leak.verbatim:>8} {leak.renamed:>7} "
-              f"{leak.share:>6.2f} {leak.other:>5}{flag}", file=out)
+              f"{leak.share:>6.2f} {leak.other:>5} {leak.expr:>5.2f} {leak.expr_other:>10.2f}{flag}", file=out)
         if over or verbose:
-            for line, how, where in leak.found + leak.other_found:
+            for line, how, where in leak.found + leak.expr_found + leak.other_found:
                 print(f"      {how:<8} {line[:70]!r}  <- {where}", file=out)
     return ok
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from exercise_leaks import DEFAULT_BOUND, cross_chapter, find_package, main, measure  # noqa: E402
+from exercise_leaks import DEFAULT_BOUND, EXPR_BOUND, cross_chapter, find_package, main, measure  # noqa: E402
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -121,3 +121,42 @@ def test_no_exercise_answer_is_visible_in_the_student_copy_or_the_package(path):
     over = [f"{leak.exercise}: {leak.share:.2f} of {leak.lines} lines, e.g. {leak.found[0][0]!r} <- {leak.found[0][2]}"
             for leak in leaks if leak.share > DEFAULT_BOUND]
     assert not over, f"{path.name}: answers visible elsewhere:\n" + "\n".join(over)
+
+
+RESTYLED = ("def spread(values):\n"
+            "    ### BEGIN SOLUTION\n"
+            "    return (values.amax(dim=-1,\n"
+            "                        keepdim=True) - values.amin(dim=-1,\n"
+            "                                                    keepdim=True)).squeeze(-1).clamp(min=0.5)\n"
+            "    ### END SOLUTION\n")
+
+
+def test_a_restyled_copy_of_lesson_expressions_is_caught_by_the_expression_measure(tmp_path):
+    # The lesson computes the same thing on one line with other names; the answer renames and rewraps it,
+    # so no line of it matches any line shown, but its expressions do.
+    lesson = "width = (scores.amax(dim=-1, keepdim=True) - scores.amin(dim=-1, keepdim=True)).squeeze(-1)"
+    [leak] = measure(make_repo(tmp_path, lesson, answer=RESTYLED))
+    assert leak.verbatim + leak.renamed == 0                        # the line-based measure misses it
+    assert leak.expr > EXPR_BOUND and leak.over(DEFAULT_BOUND)
+    assert leak.expr_found[0][2].startswith("99_x.ipynb cell 0")
+    (tmp_path / "other").mkdir()
+    [clean] = measure(make_repo(tmp_path / "other", "width = scores.std(dim=-1)", answer=RESTYLED))
+    assert clean.expr == 0.0 and not clean.over(DEFAULT_BOUND)
+
+
+def test_the_course_helper_modules_count_as_visible(tmp_path):
+    path = make_repo(tmp_path, "pass")
+    (path.parent / "previous_chapters.py").write_text(
+        "def f(values):\n    top = values.amax(dim=-1, keepdim=True)\n    return top\n")
+    [leak] = measure(path)
+    assert leak.verbatim == 1 and leak.found[0][2] == "previous_chapters.py:2"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_answer_can_be_assembled_from_expressions_shown_elsewhere(path):
+    results = {p: measure(p) for p in NOTEBOOKS}
+    cross_chapter(results)
+    over = [f"{leak.exercise}: {leak.expr:.2f} of its tokens visible, {leak.expr_other:.2f} in other answers, e.g. "
+            f"{(leak.expr_found + leak.other_found)[0]}" for leak in results[path]
+            if leak.expr > EXPR_BOUND or leak.expr_other > EXPR_BOUND]
+    assert not over, f"{path.name}: answers assembled from visible expressions:\n" + "\n".join(over)
