@@ -172,6 +172,25 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
+# ---- plotting helpers of chapters 08-13 ----
+def plot_token_distributions(distributions, title, decode, top=12):
+    """One bar chart per {name: probabilities}: its `top` likeliest tokens, those with probability above 0."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(distributions), figsize=(8, 2.6), sharey=True)
+    for ax, (name, p) in zip(axes, distributions.items()):
+        best = p.topk(top)
+        kept = best.values > 0
+        values, ids = best.values[kept], best.indices[kept].tolist()
+        ax.bar(range(len(ids)), values.numpy())
+        ax.set_xticks(range(len(ids)), [decode([i]).strip() or repr(decode([i])) for i in ids], rotation=70, fontsize=7)
+        ax.set_title(name, fontsize=9)
+    axes[0].set_ylabel("probability")
+    fig.suptitle(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+
+
 class ExerciseFailed(AssertionError):
     pass
 

@@ -288,3 +288,229 @@ def causal_lm_loss(logits, labels):
 
 
 # ---- chapters 08 and later add below this line ----
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 08: the KV cache and the greedy decode loop
+# ---------------------------------------------------------------------------------------------------
+
+class GrowingCache:
+    """Each layer's keys and values, [B, kv_heads, T, head_dim] after RoPE, grown by concatenation."""
+
+    def __init__(self):
+        self.keys, self.values = [], []
+
+    @property
+    def seq_len(self):
+        return self.keys[0].shape[2] if self.keys else 0
+
+    def update(self, layer_idx, k, v):
+        if layer_idx < len(self.keys):               # later steps: append along the token axis
+            k = torch.cat([self.keys[layer_idx], k], dim=2)
+            v = torch.cat([self.values[layer_idx], v], dim=2)
+            self.keys[layer_idx], self.values[layer_idx] = k, v
+        else:                                        # the first call for this layer
+            self.keys.append(k)
+            self.values.append(v)
+        return k, v
+
+
+class StaticCache:
+    """Room for max_len positions, allocated once; each step writes into the next free slots."""
+
+    def __init__(self, config, batch_size, max_len, dtype=torch.float32, device=None):
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        shape = (batch_size, config.num_key_value_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.max_len, self.seq_len = max_len, 0
+
+    def update(self, layer_idx, k, v):
+        start, end = self.seq_len, self.seq_len + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"this cache holds {self.max_len} positions; the step needs {end}")
+        self.keys[layer_idx][:, :, start:end] = k
+        self.values[layer_idx][:, :, start:end] = v
+        if layer_idx == len(self.keys) - 1:          # the last layer has written: the step is done
+            self.seq_len = end
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+
+class MyCachedCohereForCausalLM(MyCohereForCausalLM):
+    """Chapter 06's model with a KV cache: new tokens sit after the cached ones, and see them."""
+
+    def check_cache(self, cache):
+        if cache is not None and not (hasattr(cache, "seq_len") and hasattr(cache, "update")):
+            raise TypeError(f"cache must have seq_len and update(layer_idx, k, v); got {type(cache).__name__}")
+
+    def positions(self, T, cache=None):
+        past = cache.seq_len if cache is not None else 0            # positions already in the cache
+        return torch.arange(past, past + T, device=self.inv_freq.device)
+
+    def mask(self, T, cache=None, attention_mask=None):
+        past = cache.seq_len if cache is not None else 0
+        query = torch.arange(past, past + T, device=self.inv_freq.device)[:, None]
+        key = torch.arange(past + T, device=self.inv_freq.device)[None, :]
+        return padding_mask(key <= query, attention_mask)             # [T, past + T]
+
+    def forward(self, input_ids, attention_mask=None, cache=None, labels=None):
+        """Chapter 06's forward, with RoPE's cos and sin cast to the weights' dtype, as transformers does, so
+        that the model also runs in bfloat16 and float16 (chapter 10)."""
+        self.check_cache(cache)
+        T = input_ids.shape[1]
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = (t.to(x.dtype) for t in cos_sin(self.positions(T, cache), self.inv_freq))
+        mask = self.mask(T, cache, attention_mask)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, mask, cache)
+        logits = self.lm_head(self.model.norm(x)) * self.config.logit_scale
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(logits=logits, loss=loss)
+
+
+@torch.no_grad()
+def greedy_decode(model, prompt, max_new_tokens, cache=None):
+    """Prompt [1, T] -> prompt + new tokens, and the number of positions fed at each step."""
+    tokens, step_input, fed = prompt, prompt, []
+    for _ in range(max_new_tokens):
+        fed.append(step_input.shape[1])
+        new = model(step_input, cache=cache).logits[:, -1].argmax(-1, keepdim=True)
+        tokens = torch.cat([tokens, new], dim=1)
+        step_input = new if cache is not None else tokens
+    return tokens, fed
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 09: sampling
+# ---------------------------------------------------------------------------------------------------
+
+def apply_temperature(logits, temperature):
+    return logits / temperature
+
+
+def top_k(logits, k):
+    kth = torch.topk(logits, min(k, logits.shape[-1])).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p(logits, p):
+    ascending, order = torch.sort(logits, descending=False)
+    dropped = ascending.softmax(-1).cumsum(-1) <= (1 - p)
+    dropped[..., -1:] = False
+    return logits.masked_fill(dropped.scatter(-1, order, dropped), float("-inf"))
+
+
+def min_p(logits, threshold):
+    probs = logits.softmax(-1)
+    drop = probs < threshold * probs.amax(-1, keepdim=True)
+    drop.scatter_(-1, probs.argmax(-1, keepdim=True), False)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def warp(logits, temperature=1.0, top_k_=None, top_p_=None, min_p_=None):
+    """The filters in transformers' order: temperature, top-k, top-p, min-p."""
+    if temperature != 1.0:
+        logits = apply_temperature(logits, temperature)
+    if top_k_:
+        logits = top_k(logits, top_k_)
+    if top_p_ is not None and top_p_ < 1.0:
+        logits = top_p(logits, top_p_)
+    if min_p_ is not None:
+        logits = min_p(logits, min_p_)
+    return logits
+
+
+@torch.no_grad()
+def generate(model, input_ids, max_new_tokens, do_sample=False, temperature=1.0, top_k=None, top_p=None,
+             min_p=None, generator=None, eos_token_id=None, cache="static"):
+    """Prompt [1, T] -> prompt + up to max_new_tokens tokens, with the model's KV cache ("static",
+    "growing" or None); greedy, or one draw per step from the warped distribution. Stops after eos."""
+    if cache not in ("static", "growing", None):
+        raise ValueError(f"cache={cache!r}: use 'static', 'growing' or None")
+    T = input_ids.shape[1]
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())   # the activations' dtype
+    kv = {"static": lambda: StaticCache(model.config, input_ids.shape[0], T + max_new_tokens, dtype,
+                                        input_ids.device),
+          "growing": GrowingCache, None: lambda: None}[cache]()
+    tokens, step_input = input_ids, input_ids
+    for _ in range(max_new_tokens):
+        logits = model(step_input, cache=kv).logits[:, -1].float()
+        if do_sample:
+            probs = warp(logits, temperature, top_k, top_p, min_p).softmax(-1)
+            new = torch.multinomial(probs, num_samples=1, generator=generator)
+        else:
+            new = logits.argmax(-1, keepdim=True)
+        tokens = torch.cat([tokens, new], dim=1)
+        step_input = new if kv is not None else tokens
+        if eos_token_id is not None and bool((new == eos_token_id).all()):
+            break
+    return tokens
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 10: loading a checkpoint into your model
+# ---------------------------------------------------------------------------------------------------
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8,
+                      "BOOL": torch.bool}
+
+
+def read_header(path):
+    """(where the tensor bytes start, {name: {dtype, shape, data_offsets}}) of a safetensors file."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return 8 + n, header
+
+
+def open_safetensors(path):
+    """{name: tensor} for every tensor of the file, each a view of one private mapping of the file."""
+    start, header = read_header(path)
+    raw = torch.from_file(str(path), shared=False, size=Path(path).stat().st_size, dtype=torch.uint8)
+    return {name: raw[start + meta["data_offsets"][0]:start + meta["data_offsets"][1]]
+            .view(SAFETENSORS_DTYPES[meta["dtype"]]).reshape(meta["shape"]) for name, meta in header.items()}
+
+
+def read_config(folder):
+    """config.json as an object with the attributes the model reads, in either spelling of rope_theta."""
+    import json
+    from types import SimpleNamespace
+
+    raw = json.loads((Path(folder) / "config.json").read_text())
+    if raw.get("model_type") != "cohere":
+        raise ValueError(f"{folder}/config.json: model_type {raw.get('model_type')!r}; this loader reads 'cohere'")
+    config = SimpleNamespace(**{"layer_norm_eps": 1e-5, "use_qk_norm": False, "logit_scale": 0.0625,
+                                "head_dim": None, **raw})
+    config.num_key_value_heads = raw.get("num_key_value_heads") or raw["num_attention_heads"]
+    if "rope_parameters" not in raw:          # the older spelling: rope_theta at the top level
+        config.rope_parameters = {"rope_type": "default", "rope_theta": raw.get("rope_theta", 10000.0)}
+    return config
+
+
+def load_model(folder, dtype=torch.float32):
+    """Your cached model holding a checkpoint folder's weights (one model.safetensors or an index and its
+    shards), built on the meta device and given the mapped tensors, so the weights are never held twice."""
+    import json
+
+    folder = Path(folder)
+    config = read_config(folder)
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    state = {}
+    for name in files:
+        state.update(open_safetensors(folder / name))
+    state = {name: t.to(dtype) for name, t in state.items()}
+    with torch.device("meta"):
+        model = MyCachedCohereForCausalLM(config)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    missing = set(result.missing_keys) - {"lm_head.weight"}
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{folder}: missing {sorted(missing)}, unexpected {sorted(result.unexpected_keys)}")
+    model.lm_head.weight = model.model.embed_tokens.weight                # tied: stored once
+    head_dim = config.head_dim or config.hidden_size // config.num_attention_heads
+    model.inv_freq = inv_freq(rope_theta(config), head_dim)             # computed, not stored: off meta
+    return model.eval()
