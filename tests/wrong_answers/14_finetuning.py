@@ -40,26 +40,11 @@ WRONG = {
     ],
     "ex-14-3": [
         # dropout on the layer's whole output: the frozen path is dropped out too
-        "def __init__(self, base_layer, r, alpha, p):\n"
-        "    super().__init__(base_layer, r, alpha)\n"
-        "    self.dropout = nn.Dropout(p)\n"
-        "\n"
-        "def forward(self, x):\n"
-        "    return self.dropout(self.base_layer(x) + self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T))",
+        "return self.dropout(self.base_layer(x) + self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T))",
         # dropout on the rank-r hidden (after A) instead of on the input
-        "def __init__(self, base_layer, r, alpha, p):\n"
-        "    super().__init__(base_layer, r, alpha)\n"
-        "    self.dropout = nn.Dropout(p)\n"
-        "\n"
-        "def forward(self, x):\n"
-        "    return self.base_layer(x) + self.scaling * (self.dropout(x @ self.lora_A.T) @ self.lora_B.T)",
+        "return self.base_layer(x) + self.scaling * (self.dropout(x @ self.lora_A.T) @ self.lora_B.T)",
         # F.dropout always on: eval mode still drops
-        "def __init__(self, base_layer, r, alpha, p):\n"
-        "    super().__init__(base_layer, r, alpha)\n"
-        "    self.p = p\n"
-        "\n"
-        "def forward(self, x):\n"
-        "    dropped = F.dropout(x, self.p, training=True)\n"
-        "    return self.base_layer(x) + self.scaling * ((dropped @ self.lora_A.T) @ self.lora_B.T)",
+        "dropped = F.dropout(x, self.dropout.p, training=True)\n"
+        "return self.base_layer(x) + self.scaling * ((dropped @ self.lora_A.T) @ self.lora_B.T)",
     ],
 }
