@@ -3,12 +3,21 @@
 WRONG = {
     "ex-02-1": [
         # cosine similarity instead of the raw dot product: a longer row no longer wins
-        "unit = table / table.norm(dim=-1, keepdim=True)\n"
-        "best = (unit @ unit.T).argmax(dim=-1)\n"
-        "return (best == torch.arange(table.shape[0])).float().mean().item()",
-        # the argmax over the wrong axis of a non-symmetric product
-        "best = (table @ table.T).argmax(dim=0)\n"
-        "return (best == torch.arange(table.shape[0])).float().sum().item()",
+        "def own_token_share(table):\n"
+        "    unit = table / table.norm(dim=-1, keepdim=True)\n"
+        "    best = (unit @ unit.T).argmax(dim=-1)\n"
+        "    return (best == torch.arange(table.shape[0])).float().mean().item()\n"
+        "bare_head_predicts = 'itself'",
+        # the count instead of the fraction, over the other axis
+        "def own_token_share(table):\n"
+        "    best = (table @ table.T).argmax(dim=0)\n"
+        "    return (best == torch.arange(table.shape[0])).float().sum().item()\n"
+        "bare_head_predicts = 'itself'",
+        # the measurement right, the reading wrong: the tied head is taken to predict what follows
+        "def own_token_share(table):\n"
+        "    best = (table @ table.T).argmax(dim=-1)\n"
+        "    return (best == torch.arange(table.shape[0])).float().mean().item()\n"
+        "bare_head_predicts = 'next'",
     ],
     "ex-02-2": [
         # assignment instead of accumulation: a repeated token keeps only its last row
