@@ -25,8 +25,10 @@ The pieces, in the order a call goes through them:
 4. **Tools** (`parse_action`, `calculator`, `run_tools`): the model writes `Action:` and a JSON list of
    tool calls and stops; the program runs each call (the calculator evaluates arithmetic by walking its
    syntax tree, never `eval`), feeds the results back as the template's tool turn, and the model answers.
-5. **The skills** live in a LoRA adapter (`assets/tiny-command-r/grounded-adapter/`, peft's format), merged
-   into a copy of the bundled model by `answer`; the base weights, and so plain generation, are untouched.
+5. **The skills** are to live in a LoRA adapter (`assets/tiny-command-r/grounded-adapter/`, peft's format,
+   made by scripts/train_grounded.py), merged into a copy of the bundled model by `answer`; the base
+   weights, and so plain generation, stay untouched. No adapter ships yet (the training runs so far learned
+   the format but not to copy facts; see that script): until one does, `answer` runs the model as it is.
 """
 
 from __future__ import annotations
@@ -330,7 +332,7 @@ def merge_adapter(model, folder) -> torch.nn.Module:
     with torch.no_grad():
         for name, (a, b) in pairs.items():
             weight = modules[name].weight
-            weight += (scale * b.float() @ a.float()).to(weight.dtype, weight.device)
+            weight += (scale * b.float() @ a.float()).to(weight.device, weight.dtype)
     return merged.eval()
 
 

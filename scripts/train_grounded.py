@@ -10,8 +10,16 @@ Each grounded example gives one sequence (prompt -> the four-line grounded outpu
 (prompt -> `Action:` with the calculator call; prompt + call + result turn -> `Answer:`). The loss is on
 the model's turns only (labels -100 on the prompt).
 
-    nice python scripts/train_grounded.py                # ~minutes on 1 thread; writes the adapter
+    nice python scripts/train_grounded.py                # LoRA r=16, 200 steps of 12; writes the adapter
+    nice python scripts/train_grounded.py --full --r 64 --lr 1e-3 --steps 150 --save-every 30 --out /tmp/full
     nice python scripts/train_grounded.py --steps 50 --out /tmp/adapter
+
+`--full` trains the projection matrices themselves and saves their change cut to rank r by SVD, in the same
+adapter format. Status (2026-12-03, on the shared 2-core machine, 7-16 s a step): neither run reached the
+targets yet. Both learned the four-line format and the Action format within ~40 steps (loss 9 -> 0.35 on the
+model's turns), but not to copy the fact, the person or the numbers from the prompt: LoRA after 160 steps
+(~20 minutes) and full fine-tuning after 60 steps got 0% of 10-12 held-out answers right and 25-30% of
+citations (benchmarks/bench_grounded.py --limit). So no adapter ships, and `answer` runs the base model.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -100,6 +109,19 @@ def add_lora(model, r: int, alpha: float, seed: int) -> dict[str, LoRALinear]:
     return wrapped
 
 
+def low_rank_delta(model, base: dict, r: int) -> dict:
+    """The change full fine-tuning made to each projection, cut to rank r by SVD, as LoRA (A, B) pairs:
+    W_tuned - W_base ~ B @ A with B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T (the best rank-r approximation)."""
+    pairs = {}
+    for name, param in model.named_parameters():
+        if name in base:
+            u, s, vh = torch.linalg.svd((param.detach() - base[name]).double(), full_matrices=False)
+            root = s[:r].sqrt()
+            pairs[name[:-len(".weight")]] = SimpleNamespace(lora_A=(root[:, None] * vh[:r]).float(),
+                                                            lora_B=(u[:, :r] * root).float())
+    return pairs
+
+
 def save_adapter(wrapped: dict, folder: Path, r: int, alpha: float, base: str) -> None:
     """adapter_model.safetensors + adapter_config.json, the files peft's PeftModel.from_pretrained reads."""
     from safetensors.torch import save_file
@@ -128,6 +150,9 @@ def main(argv=None) -> None:
     parser.add_argument("--alpha", type=float, default=32.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--full", action="store_true", help="train the projection matrices themselves, then "
+                        "save their change as a rank-r LoRA adapter (SVD)")
+    parser.add_argument("--init-adapter", type=Path, default=None, help="start from this adapter's weights")
     parser.add_argument("--save-every", type=int, default=0, help="also save the adapter every N steps (OUT/step-N)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -136,7 +161,21 @@ def main(argv=None) -> None:
     tokenizer = minicohere.Tokenizer.from_pretrained(args.model)
     model = minicohere.from_pretrained(args.model, progress=False)
     model.train()
-    wrapped = add_lora(model, args.r, args.alpha, args.seed)
+    if args.full:  # every projection matrix trains; embeddings and norms stay; the change becomes a LoRA after
+        base = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("proj.weight")}
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in base)
+        wrapped = {}
+    else:
+        wrapped = add_lora(model, args.r, args.alpha, args.seed)
+    if args.init_adapter:  # continue an earlier run (a fresh optimizer and schedule)
+        from safetensors.torch import load_file
+
+        saved = load_file(str(args.init_adapter / "adapter_model.safetensors"))
+        with torch.no_grad():
+            for name, lora in wrapped.items():
+                lora.lora_A.copy_(saved[f"base_model.model.{name}.lora_A.weight"])
+                lora.lora_B.copy_(saved[f"base_model.model.{name}.lora_B.weight"])
     trainable = [p for p in model.parameters() if p.requires_grad]
     print(f"LoRA r={args.r} on {len(wrapped)} layers: {sum(p.numel() for p in trainable):,} trainable parameters "
           f"of {sum(p.numel() for p in model.parameters()):,}")
@@ -171,11 +210,17 @@ def main(argv=None) -> None:
         if step % 20 == 0 or step == args.steps - 1:
             print(f"step {step:4d}  loss {loss.item():.4f}  {time.time() - start:.0f} s", flush=True)
         if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
-            save_adapter(wrapped, args.out / f"step-{step + 1}", args.r, args.alpha, "tiny-command-r")
+            adapter = low_rank_delta(model, base, args.r) if args.full else wrapped
+            save_adapter(adapter, args.out / f"step-{step + 1}", args.r, args.r if args.full else args.alpha,
+                         "tiny-command-r")
     minutes = (time.time() - start) / 60
+    if args.full:
+        wrapped = low_rank_delta(model, base, args.r)
+        args.alpha = args.r  # scale 1: B @ A is the truncated change itself
     save_adapter(wrapped, args.out, args.r, args.alpha, "tiny-command-r")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                if k not in ("model", "data", "out")}
+                if k not in ("model", "data", "out", "init_adapter")}
+    settings["init_adapter"] = args.init_adapter.name if args.init_adapter else None
     (args.out / "training.json").write_text(json.dumps(
         {"settings": settings, "minutes": round(minutes, 1), "sequences": len(pairs), "loss": log}, indent=1) + "\n")
     print(f"saved {args.out} after {minutes:.1f} minutes")
