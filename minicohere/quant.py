@@ -240,6 +240,28 @@ def dequantize_nf4(q: torch.Tensor, absmax: torch.Tensor, dtype=torch.float32):
 # ---------------------------------------------------------------------------------------------------
 
 
+class FrozenQuantizedLinear(torch.autograd.Function):
+    """A quantized layer's forward, with a backward to its input only: grad_x = grad_out @ W.
+
+    For QLoRA, where gradients pass through the frozen 4-bit layers to the LoRA matrices beneath. The CPU
+    int4/int8 kernels have no derivative, and dequantize-then-F.linear would keep a float copy of W alive
+    until the backward pass; here W is dequantized again in the backward, one layer at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, x, layer):
+        ctx.layer = layer
+        return layer(x)  # autograd is off inside, so the layer takes its plain path
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out @ ctx.layer.dequantize(grad_out.dtype), None
+
+
+def wants_input_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 class QuantizedLinear(nn.Module):
     """What the three schemes share: shapes, the bias, and forward = dequantize, then F.linear.
 
@@ -281,6 +303,8 @@ class Int8Linear(QuantizedLinear):
         return dequantize_int8(q, s, dtype)
 
     def forward(self, x):
+        if wants_input_grad(x):  # training through the frozen layer (QLoRA)
+            return FrozenQuantizedLinear.apply(x, self)
         if x.device.type != "cpu":
             return super().forward(x)
         h = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
@@ -321,6 +345,8 @@ class Int4Linear(QuantizedLinear):
         return dequantize_int4(q, scale, offset, dtype)[:, :self.in_features]
 
     def forward(self, x):
+        if wants_input_grad(x):  # training through the frozen layer (QLoRA)
+            return FrozenQuantizedLinear.apply(x, self)
         if x.device.type != "cpu" or not self.use_kernel:
             return super().forward(x)
         h = pad_columns(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), self.group_size).contiguous()
@@ -367,6 +393,8 @@ class NF4Linear(QuantizedLinear):
         return w.view(len(packed), -1)[:, :self.in_features]
 
     def forward(self, x):
+        if wants_input_grad(x):  # training through the frozen layer (QLoRA)
+            return FrozenQuantizedLinear.apply(x, self)
         # Dequantize to bf16 on the CPU (half the bytes of fp32 to write and read back, and bf16 F.linear
         # is the faster one here), to the activations' dtype elsewhere.
         dtype = KERNEL_DTYPE if x.device.type == "cpu" else x.dtype

@@ -80,6 +80,33 @@ def corpus_text(split: str = "val") -> str:
     return asset(f"corpus/{split}.txt").read_text(encoding="utf-8")
 
 
+# Chapter 14's fine-tuning task: a question the bundled model never saw ("Who has the kite?"), in the corpus's
+# world. Same names, things and colours as scripts/make_corpus.py.
+WHO_HAS_NAMES = ["Mia", "Leo", "Ava", "Sam", "Nora", "Ben", "Lily", "Omar", "Zoe", "Max", "Ivy", "Finn",
+                 "Ruby", "Theo", "Luna", "Kai", "Ella", "Jack", "Maya", "Noah", "Rosa", "Eli", "Hana", "Tom"]
+WHO_HAS_THINGS = ["ball", "kite", "book", "hat", "box", "shell", "key", "cake", "apple", "map", "boat", "drum",
+                  "bell", "cup", "lamp", "sock", "stone", "feather", "coin", "flower", "leaf", "basket"]
+WHO_HAS_COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "white", "black", "brown"]
+
+
+def who_has_chats(n: int, seed: int, exclude=()) -> list[list[dict]]:
+    """`n` one-turn chats: "Mia has a red kite. Who has the kite?" -> "Mia has the kite." (seeded).
+
+    exclude: chats whose questions must not come again (the training set, when drawing held-out chats).
+    """
+    rng = random.Random(f"who-has-{seed}")
+    seen = {chat[0]["content"] for chat in exclude}
+    chats = []
+    while len(chats) < n:
+        name, thing, colour = rng.choice(WHO_HAS_NAMES), rng.choice(WHO_HAS_THINGS), rng.choice(WHO_HAS_COLOURS)
+        article = "an" if colour[0] in "aeiou" else "a"
+        if f"{name} has {article} {colour} {thing}. Who has the {thing}?" in seen:
+            continue
+        chats.append([{"role": "user", "content": f"{name} has {article} {colour} {thing}. Who has the {thing}?"},
+                      {"role": "assistant", "content": f"{name} has the {thing}."}])
+    return chats
+
+
 def seed_everything(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)
