@@ -54,6 +54,7 @@ from .checkpoint import CheckpointError, from_pretrained, save_pretrained
 from .tokenizer import BUILTIN_CHAT_TEMPLATES, Tokenizer, default_tokenizer_path, validate_messages
 from .bundled import bundled_path
 from .quant import Int4Linear, Int8Linear, NF4Linear, QuantizedLinear, parameter_bytes, quantize
+from .grounded import answer
 from .bpe import ByteLevelBPE, bpe_merge_word, bytes_to_unicode, pretokenize
 
 __version__ = "0.1.0"

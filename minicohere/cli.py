@@ -1,4 +1,5 @@
-"""The command line: `python -m minicohere generate --prompt ...`, `python -m minicohere chat`, and
+"""The command line: `python -m minicohere generate --prompt ...`, `python -m minicohere chat`,
+`python -m minicohere answer --question ... [--documents FILE.jsonl] [--tools calculator] [--json]` and
 `python -m minicohere export-gguf FOLDER OUT.gguf` (a checkpoint as a GGUF file for llama.cpp, gguf.py).
 
 Both default to the tiny Command-R bundled with the package (assets/tiny-command-r/ in a clone,
@@ -33,7 +34,8 @@ class CliError(Exception):
 
 
 class BadInput(CliError):
-    """An argument refused after parsing (export-gguf's folder or --dtype): exit 2, as argparse's errors."""
+    """Input refused after parsing (export-gguf's folder or --dtype; answer's documents file, question or
+    tools): exit status 2, as argparse's own errors."""
 
     exit_code = 2
 
@@ -97,9 +99,7 @@ def device(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    shared = OneLineParser(add_help=False)
-    model = shared.add_argument_group("model")
+def add_model_flags(model) -> None:
     model.add_argument("--model", default=None, metavar="PATH_OR_HUB_ID",
                        help="checkpoint folder or hub id, e.g. CohereForAI/c4ai-command-r-v01 "
                             "(default: the bundled tiny-command-r)")
@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weights' dtype (default: auto, the checkpoint's own)")
     model.add_argument("--token", default=os.environ.get("HF_TOKEN"),
                        help="hub token for gated models (default: $HF_TOKEN)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    model_flags = OneLineParser(add_help=False)
+    add_model_flags(model_flags.add_argument_group("model"))
+    model_flags.add_argument("--max-new-tokens", type=positive_int, default=96, metavar="N",
+                             help="at most N new tokens per model turn (default: 96)")
+    shared = OneLineParser(add_help=False)
+    add_model_flags(shared.add_argument_group("model"))
     decoding = shared.add_argument_group("decoding")
     decoding.add_argument("--max-new-tokens", type=positive_int, default=200, metavar="N",
                           help="at most N new tokens, fewer if the context ends first (default: 200)")
@@ -124,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     decoding.add_argument("--seed", type=seed, default=None, metavar="S", help="make sampling reproducible")
 
     parser = OneLineParser(prog="python -m minicohere",
-                           description="Generate text or chat with a Command-R-architecture model "
-                                       "(default: the bundled tiny-command-r, offline), or export one to GGUF.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,chat,export-gguf}")
+                           description="Generate text, chat, or answer from documents with a Command-R-architecture "
+                                       "model (default: the bundled tiny-command-r, offline), or export one to GGUF.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,chat,answer,export-gguf}")
     generate = commands.add_parser("generate", parents=[shared], help="continue a prompt, streaming the text",
                                    description="Continue a prompt and stream the text to stdout.")
     generate.add_argument("--prompt", required=True, help="the text to continue")
@@ -134,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Read one user message per line from stdin and answer each; the "
                                            "conversation so far is kept. End with Ctrl-D (EOF) or Ctrl-C.")
     chat.add_argument("--system", default=None, help="an optional system message")
+    grounding_flags(chat)
+    answer = commands.add_parser("answer", parents=[model_flags], help="answer one question, grounded in "
+                                 "documents (cited) and/or with tools", description="Answer one question "
+                                 "greedily with the grounded-answer skills (the bundled model's LoRA adapter). "
+                                 "Document numbers are the 0-based lines of --documents.")
+    answer.add_argument("--question", required=True, help="the question")
+    grounding_flags(answer)
+    answer.add_argument("--json", action="store_true", help='print one JSON object: {"answer", "citations", '
+                        '"tool_calls"}')
     export = commands.add_parser("export-gguf", help="write a checkpoint folder as a GGUF file for llama.cpp",
                                  description="Write a Command-R checkpoint folder (config.json, safetensors, "
                                              "tokenizer.json) as one GGUF file that llama.cpp and Ollama run.")
@@ -144,11 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def grounding_flags(parser) -> None:
+    parser.add_argument("--documents", default=None, metavar="FILE.jsonl",
+                        help='documents to answer from: one {"title": ..., "text": ...} object per line')
+    parser.add_argument("--tools", default=None, metavar="NAMES",
+                        help="comma-separated tools the model may call (known: calculator)")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse, refuse --greedy next to a sampling flag (it would be ignored), then fill the sampling defaults."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "export-gguf":
+    if args.command in ("answer", "export-gguf"):  # no sampling flags: answer is always greedy
         return args
     given = [f"{flag} {getattr(args, name)}" for name, flag in SAMPLING_FLAGS.items()
              if getattr(args, name) is not None]
@@ -295,7 +320,11 @@ def run_chat(args) -> None:
 
     from .model import TextStreamer
 
+    documents = read_documents(args.documents) if args.documents else None
+    tools = read_tools(args.tools)
     model, tokenizer = load(args)
+    if documents or tools:
+        return run_grounded_chat(args, model, tokenizer, documents, tools)
     context = model.config.max_position_embeddings
     history = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
@@ -334,6 +363,105 @@ def run_export(args) -> None:
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.dtype})")
 
 
+# -- grounded answers and tools (chapter 15) ------------------------------------------------------------
+
+
+def read_documents(path: str) -> list[dict]:
+    """FILE.jsonl: one {"title": str, "text": str} object per non-empty line; each problem names its line."""
+    import json
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise BadInput(f"--documents {path}: no such file")
+    documents = []
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"--documents {path}: cannot be read as UTF-8 text ({e})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise BadInput(f"--documents {path}: line {number} is empty; each line must hold one "
+                             '{"title": ..., "text": ...} object (document numbers are line numbers)')
+        try:
+            document = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BadInput(f"--documents {path}: line {number} is not valid JSON ({e.msg})") from None
+        if not isinstance(document, dict) or not isinstance(document.get("text"), str) \
+                or not isinstance(document.get("title", ""), str):
+            raise BadInput(f"--documents {path}: line {number} must be an object with a string \"text\" "
+                             'and optionally a string "title", e.g. {"title": "Mia", "text": "Mia has a kite."}')
+        documents.append({"title": document.get("title", ""), "text": document["text"]})
+    if not documents:
+        raise BadInput(f"--documents {path}: the file holds no documents")
+    return documents
+
+
+def read_tools(names: str | None) -> list[str] | None:
+    from .grounded import TOOLS
+
+    if names is None:
+        return None
+    tools = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in tools if n not in TOOLS]
+    if unknown or not tools:
+        raise BadInput(f"--tools {names}: unknown tool {(unknown or [names])[0]!r}; known tools: {', '.join(TOOLS)}")
+    return tools
+
+
+def show_answer(result: dict, documents: list[dict] | None) -> str:
+    """Human text: the answer with [n] after each cited phrase, the sources, and the tool calls."""
+    text, at = result["answer"], 0
+    for citation in result["citations"]:
+        where = text.find(citation["text"], at)
+        if where < 0:
+            continue
+        end = where + len(citation["text"])
+        mark = "[" + ",".join(map(str, citation["documents"])) + "]"
+        text, at = text[:end] + mark + text[end:], end + len(mark)
+    lines = [text]
+    cited = sorted({d for c in result["citations"] for d in c["documents"]})
+    if cited and documents:
+        lines += ["", "Sources:"] + [f"  [{d}] {documents[d].get('title') or documents[d]['text'][:60]}"
+                                     for d in cited]
+    for call in result["tool_calls"]:
+        params = ", ".join(f"{k}={v!r}" for k, v in call["parameters"].items())
+        lines.append(f"(used {call['name']}({params}) -> {call['result']})")
+    return "\n".join(lines) + "\n"
+
+
+def run_answer(args) -> None:
+    import json
+
+    from .grounded import answer
+
+    if not args.question.strip():
+        raise BadInput("--question is empty; ask something, e.g. --question \"What colour is Mia's kite?\"")
+    documents = read_documents(args.documents) if args.documents else None
+    tools = read_tools(args.tools)
+    model, tokenizer = load(args)
+    try:
+        result = answer(model, tokenizer, args.question, documents=documents, tools=tools,
+                        max_new_tokens=args.max_new_tokens)
+    except ValueError as e:  # e.g. documents too long for the model's context
+        raise BadInput(str(e)) from None
+    write(json.dumps(result, ensure_ascii=False) + "\n" if args.json else show_answer(result, documents))
+
+
+def run_grounded_chat(args, model, tokenizer, documents, tools) -> None:
+    """chat --documents/--tools: each message is answered on its own through `answer` (grounded, greedy)."""
+    from .grounded import answer
+
+    interactive = sys.stdin.isatty()
+    while (message := read_message(interactive)) is not None:
+        try:
+            result = answer(model, tokenizer, message, documents=documents, tools=tools,
+                            max_new_tokens=min(args.max_new_tokens, 96))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        write(show_answer(result, documents))
+
+
 def main(argv=None) -> int:
     if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
         # minicohere/__init__.py let Ctrl-C end `python -m minicohere` silently while torch was imported;
@@ -341,7 +469,7 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         args = parse_args(argv)
-        {"generate": run_generate, "chat": run_chat, "export-gguf": run_export}[args.command](args)
+        {"generate": run_generate, "chat": run_chat, "answer": run_answer, "export-gguf": run_export}[args.command](args)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

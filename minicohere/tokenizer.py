@@ -106,9 +106,7 @@ _GENERATION_PROMPT = r"""
 
 # Grounded generation ("RAG"): documents are listed as "key: value" lines under
 # "Document: i", then the model is told how to cite them. "fast" skips the uncited answer.
-RAG_CHAT_TEMPLATE = _PREAMBLE_BLOCKS + r"""
-{{- '<|END_OF_TURN_TOKEN|>' -}}
-""" + _TURNS_BLOCK + r"""
+_DOCUMENTS_BLOCK = r"""
 {{- '<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|><results>' -}}
 {%- for document in documents -%}
     {{- '\nDocument: ' ~ loop.index0 ~ '\n' -}}
@@ -117,7 +115,10 @@ RAG_CHAT_TEMPLATE = _PREAMBLE_BLOCKS + r"""
     {%- endfor -%}
 {%- endfor -%}
 {{- '</results><|END_OF_TURN_TOKEN|>' -}}
-{%- set relevant %}
+"""
+RAG_CHAT_TEMPLATE = _PREAMBLE_BLOCKS + r"""
+{{- '<|END_OF_TURN_TOKEN|>' -}}
+""" + _TURNS_BLOCK + _DOCUMENTS_BLOCK + r"""{%- set relevant %}
 Firstly, Decide which of the retrieved documents are relevant to the user's last input by writing 'Relevant Documents:' followed by comma-separated list of document numbers. If none are relevant, you should instead write 'None'.{% endset -%}
 {%- set cited %}
 Secondly, Decide which of the retrieved documents contain facts that should be cited in a good answer to the user's last input by writing 'Cited Documents:' followed a comma-separated list of document numbers. If you dont want to cite any of them, you should instead write 'None'.{% endset -%}

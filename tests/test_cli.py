@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -229,3 +230,66 @@ def test_ctrl_c_while_torch_is_imported_exits_quietly():
     assert cli.returncode in (130, -signal.SIGINT), (cli.returncode, stderr)
     assert stdout == ""
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
+# -- answer: grounded answers with citations, and the calculator (chapter 15) --------------------------------
+
+DOCUMENTS = [{"title": "Ben's kite", "text": "Ben has a red kite."},
+             {"title": "Mia's kite", "text": "Mia has a blue kite."},
+             {"title": "Mia's trip", "text": "Mia went to the lake in Brimblet."}]
+
+
+def write_documents(tmp_path, lines, name="docs.jsonl") -> str:
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["missing", "malformed", "not-an-object", "empty-question", "unknown-tool"])
+def test_answer_bad_input_is_one_line_on_stderr_and_exit_status_2(tmp_path, case):
+    good = write_documents(tmp_path, [json.dumps(d) for d in DOCUMENTS])
+    args, fragments = {
+        "missing": (["--question", "Hi?", "--documents", str(tmp_path / "nope.jsonl")], ["nope.jsonl", "no such file"]),
+        "malformed": (["--question", "Hi?", "--documents",
+                       write_documents(tmp_path, [json.dumps(DOCUMENTS[0]), '{"title": "x", "text": '], "bad.jsonl"),
+                       ], ["line 2", "not valid JSON"]),
+        "not-an-object": (["--question", "Hi?", "--documents", write_documents(tmp_path, ['["Mia has a kite."]'], "list.jsonl")],
+                          ["line 1", '"text"']),
+        "empty-question": (["--question", "  ", "--documents", good], ["--question", "empty"]),
+        "unknown-tool": (["--question", "Hi?", "--tools", "calculator,web"], ["unknown tool 'web'", "calculator"]),
+    }[case]
+    out = run("answer", *args)
+    assert out.returncode == 2
+    assert_one_line_error(out, *fragments)
+    assert out.stdout == ""
+
+
+def test_answer_json_is_exactly_one_object_of_the_documented_shape(tmp_path):
+    docs = write_documents(tmp_path, [json.dumps(d) for d in DOCUMENTS])
+    out = run("answer", "--question", "What colour is Mia's kite?", "--documents", docs, "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)  # one object: json.loads refuses trailing text
+    assert list(result) == ["answer", "citations", "tool_calls"] and isinstance(result["answer"], str)
+    for citation in result["citations"]:
+        assert list(citation) == ["text", "documents"] and isinstance(citation["text"], str)
+        assert citation["documents"] and all(d in range(len(DOCUMENTS)) for d in citation["documents"])
+    out = run("answer", "--question", "What is 23 plus 48?", "--tools", "calculator", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for call in result["tool_calls"]:
+        assert list(call) == ["name", "parameters", "result"] and isinstance(call["parameters"], dict)
+
+
+@pytest.mark.skipif(not (REPO / "assets" / "tiny-command-r" / "grounded-adapter").is_dir(),
+                    reason="the grounded adapter is not trained yet")
+def test_answer_cites_the_right_line_and_chat_answers_from_documents(tmp_path):
+    docs = write_documents(tmp_path, [json.dumps(d) for d in DOCUMENTS])
+    out = run("answer", "--question", "What colour is Mia's kite?", "--documents", docs)
+    assert out.returncode == 0, out.stderr
+    assert "blue[1]" in out.stdout and "[1] Mia's kite" in out.stdout
+    out = run("answer", "--question", "What is 23 plus 48?", "--tools", "calculator")
+    assert out.returncode == 0, out.stderr
+    assert "71" in out.stdout and "calculator(expression='23 + 48') -> 71" in out.stdout
+    out = run("chat", "--documents", docs, stdin="What colour is Ben's kite?\nWhere did Mia go?\n")
+    assert out.returncode == 0, out.stderr
+    assert "red[0]" in out.stdout and "Brimblet[2]" in out.stdout

@@ -1,0 +1,93 @@
+"""Chapter 15's accuracy table: grounded answers, citations and sums, before and after the LoRA adapter.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_grounded.py [--limit N] [--adapter FOLDER] [--json OUT]
+
+On the held-out split of assets/grounded/ (people, questions and number pairs the training never saw;
+scripts/make_grounded_data.py), all greedy, through `minicohere.answer`:
+- answers: the held-out fact (colour, place, pet's name, count) stands in the answer text;
+- citations: the answer cites at least one document, and every cited document is the one holding the fact;
+- sums with the tool: the calculator is offered; the right total stands in the answer;
+- sums without the tool: the plain chat prompt (the base model's own skill, "What is 23 plus 48?").
+"before" is the bundled model (adapter=None), "after" the shipped adapter merged in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import minicohere  # noqa: E402
+
+
+def load_heldout(limit: int | None = None) -> tuple[list[dict], list[dict]]:
+    """(grounded examples, sum examples) of the held-out split, the first `limit` of each."""
+    rows = [json.loads(line) for line in (REPO / "assets" / "grounded" / "heldout.jsonl").read_text().splitlines()]
+    grounded = [r for r in rows if r["kind"] == "grounded"][:limit]
+    sums = [r for r in rows if r["kind"] == "sum"][:limit]
+    return grounded, sums
+
+
+def answer_right(result: dict, example: dict) -> bool:
+    return example["fact"].lower() in result["answer"].lower()
+
+
+def citation_right(result: dict, example: dict) -> bool:
+    cited = {d for c in result["citations"] for d in c["documents"]}
+    return cited == {example["gold"]}
+
+
+def total_right(text: str, example: dict) -> bool:
+    return str(example["result"]) in re.findall(r"\d+", text)
+
+
+def evaluate(model, tokenizer, grounded: list[dict], sums: list[dict], adapter) -> dict:
+    """Fractions right: answers, citations, sums with the calculator, sums without it."""
+    results = [minicohere.answer(model, tokenizer, ex["question"], documents=ex["documents"], adapter=adapter)
+               for ex in grounded]
+    with_tool = [minicohere.answer(model, tokenizer, ex["question"], tools=["calculator"], adapter=adapter)
+                 for ex in sums]
+    plain = [minicohere.answer(model, tokenizer, f"What is {ex['expression'].replace('+', 'plus')}?",
+                               adapter=adapter) for ex in sums]
+    mean = lambda flags: sum(flags) / max(1, len(flags))  # noqa: E731
+    return {"answers": mean([answer_right(r, ex) for r, ex in zip(results, grounded)]),
+            "citations": mean([citation_right(r, ex) for r, ex in zip(results, grounded)]),
+            "sums_with_tool": mean([total_right(r["answer"], ex) for r, ex in zip(with_tool, sums)]),
+            "sums_without_tool": mean([total_right(r["answer"], ex) for r, ex in zip(plain, sums)])}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=None, help="the first N grounded and N sum questions")
+    parser.add_argument("--adapter", default="default", help="adapter folder (default: the shipped one)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = minicohere.from_pretrained(minicohere.bundled_path("tiny-command-r"), progress=False)
+    tokenizer = minicohere.Tokenizer.default()
+    grounded, sums = load_heldout(args.limit)
+    table = {}
+    for label, adapter in (("before", None), ("after", args.adapter)):
+        start = time.time()
+        table[label] = evaluate(model, tokenizer, grounded, sums, adapter)
+        table[label]["seconds"] = round(time.time() - start, 1)
+    print(f"held-out: {len(grounded)} grounded questions, {len(sums)} sums (greedy)\n")
+    print(f"| {'':22s} | before | after |\n| {'-' * 22} | ------ | ----- |")
+    for key, name in (("answers", "answers right"), ("citations", "citations right"),
+                      ("sums_with_tool", "sums right, calculator"), ("sums_without_tool", "sums right, no tool")):
+        print(f"| {name:22s} | {table['before'][key]:6.1%} | {table['after'][key]:5.1%} |")
+    print(f"\nseconds: before {table['before']['seconds']}, after {table['after']['seconds']}")
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
