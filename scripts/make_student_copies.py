@@ -7,7 +7,8 @@ In each code cell, the lines from `### BEGIN SOLUTION` to `### END SOLUTION` (ma
 line, `raise NotImplementedError()`, indented like the BEGIN marker; the lines around the region (a `def`
 line, a docstring) stay, so the student sees the signature and fills in the body. Outputs and execution
 counts are cleared, and the nbgrader metadata is kept, so the copies also work with nbgrader. The
-notebooks' helper module, `notebooks/course.py`, is copied beside them, so the copies run where they are.
+notebooks' helper modules (every `notebooks/*.py`: `course.py`, `previous_chapters.py`) are copied beside
+them, so the copies run where they are.
 
 A BEGIN without its END (or an END without a BEGIN) is refused with the notebook and cell named: a
 half-stripped cell would hand the answer out.
@@ -73,15 +74,16 @@ def student_copy(nb, name: str = "notebook"):
 
 
 def make_student_copy(path: Path, out_dir: Path) -> Path:
-    """Write the student copy of `path` into `out_dir`, with the notebooks' helper module beside it."""
+    """Write the student copy of `path` into `out_dir`, with the notebooks' helper modules beside it."""
     nb = nbformat.read(path, as_version=4)
     student = student_copy(nb, name=str(path))
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / path.name
     nbformat.write(student, target)
-    helpers = path.parent / "course.py"  # every chapter does `import course`: the copies need it beside them
-    if helpers.exists() and helpers.resolve() != (out_dir / helpers.name).resolve():
-        shutil.copyfile(helpers, out_dir / helpers.name)
+    # every chapter does `import course`, later ones `from previous_chapters import ...`: the copies need them
+    for helpers in sorted(path.parent.glob("*.py")):
+        if helpers.resolve() != (out_dir / helpers.name).resolve():
+            shutil.copyfile(helpers, out_dir / helpers.name)
     return target
 
 

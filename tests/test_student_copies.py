@@ -73,10 +73,12 @@ def test_the_command_line_writes_the_copies(tmp_path, capsys):
     source = tmp_path / "99_tiny.ipynb"
     nbformat.write(small_notebook(), source)
     (tmp_path / "course.py").write_text("HELPERS = True\n")
+    (tmp_path / "previous_chapters.py").write_text("PIECES = True\n")
     assert main(["--out", str(tmp_path / "student"), str(source)]) == 0
     written = nbformat.read(tmp_path / "student" / "99_tiny.ipynb", as_version=4)
     assert "raise NotImplementedError()" in written.cells[1].source and "3.14159 * r" not in written.cells[1].source
     assert (tmp_path / "student" / "course.py").read_text() == "HELPERS = True\n"  # `import course` works there
+    assert (tmp_path / "student" / "previous_chapters.py").read_text() == "PIECES = True\n"  # and its pieces
     broken = small_notebook()
     broken.cells[1].source = "### BEGIN SOLUTION\nx = 1"
     nbformat.write(broken, source)

@@ -1,0 +1,516 @@
+"""The course's own version of every piece a chapter has you write, in the order the chapters teach them.
+
+A chapter that needs earlier chapters' pieces imports them from here (`from previous_chapters import
+layer_norm, MyCohereForCausalLM`), so that each notebook runs on its own. The names are the notebooks'
+names: to run the course on *your* pieces, replace a function or class below with the one you wrote.
+
+The model these pieces add up to, `MyCohereForCausalLM`, uses the checkpoint's parameter names
+(`model.layers.0.self_attn.q_proj.weight`, ...), so it loads the state dict of transformers'
+`CohereForCausalLM` or of minicohere's, and the tiny model the course ships.
+
+Plain PyTorch only: nothing here imports minicohere (which is what every piece is compared with).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 01: tokenization
+# ---------------------------------------------------------------------------------------------------
+
+def load_tokenizer(folder):
+    """The tokenizer.json of a model folder, as a `tokenizers.Tokenizer` (chapter 01 shows that your own
+    byte-level BPE gives the same ids; the library is only faster)."""
+    from tokenizers import Tokenizer
+
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no tokenizer.json in the model folder {folder}")
+    return Tokenizer.from_file(str(path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 02: embeddings and the tied head
+# ---------------------------------------------------------------------------------------------------
+
+def tied_head(h, table):
+    """Scores of every vocabulary entry: the hidden state against each row of the embedding table."""
+    return h @ table.T
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 03: LayerNorm
+# ---------------------------------------------------------------------------------------------------
+
+def layer_norm(x, weight, eps=1e-5):
+    """Cohere's LayerNorm: subtract the mean, divide by the standard deviation, scale; no bias; in fp32."""
+    dtype = x.dtype
+    x = x.float()
+    centred = x - x.mean(-1, keepdim=True)
+    var = centred.pow(2).mean(-1, keepdim=True)
+    return (weight.float() * centred * torch.rsqrt(var + eps)).to(dtype)
+
+
+class LayerNorm(nn.Module):
+    """`layer_norm` with its weight as a parameter. `shape` (heads, head_dim) is the per-head q/k norm of
+    Command R+: it normalises over head_dim and keeps one weight vector per head."""
+
+    def __init__(self, shape, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.eps = eps
+
+    def forward(self, x):
+        return layer_norm(x, self.weight, self.eps)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 04: rotary position embeddings, adjacent pairs
+# ---------------------------------------------------------------------------------------------------
+
+def inv_freq(theta, head_dim):
+    """Radians per position of each of the head_dim/2 pairs."""
+    return 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+
+
+def cos_sin(positions, inv_freq):
+    """cos and sin of each position's angles, [T, head_dim], each angle twice: (a0, a0, a1, a1, ...)."""
+    angles = positions[:, None].float() * inv_freq[None, :]
+    angles = angles.repeat_interleave(2, dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate_pairs(x):
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): each adjacent pair turned by 90 degrees."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((-odd, even), dim=-1).flatten(-2)
+
+
+def apply_rope(x, cos, sin):
+    return x * cos + rotate_pairs(x) * sin
+
+
+def rope_theta(config):
+    """The config's rope base (minicohere's config has `rope_theta`; transformers' keeps it in
+    `rope_parameters`). Every Command-R checkpoint uses the default rope type."""
+    params = getattr(config, "rope_parameters", None) or {}
+    kind = params.get("rope_type", "default")
+    if kind != "default":
+        raise ValueError(f"rope_type {kind!r}: these chapters' pieces implement the default rope only")
+    return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 05: attention
+# ---------------------------------------------------------------------------------------------------
+
+def repeat_kv(x, n_rep):
+    """[B, kv_heads, T, D] -> [B, kv_heads * n_rep, T, D]: kv head g serves query heads g*n_rep ... ."""
+    return x.repeat_interleave(n_rep, dim=1)
+
+
+def causal_mask(T):
+    """[T, T] booleans, True where query i may look at key j (j <= i)."""
+    return torch.ones(T, T, dtype=torch.bool).tril()
+
+
+def attend(q, k, v, mask):
+    """softmax(q k^T / sqrt(D), where the mask allows) v, the softmax in fp32. `mask` broadcasts to
+    [B, heads, T_q, T_k]; a row with nothing allowed spreads evenly instead of turning into NaN."""
+    scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
+    return scores.softmax(-1).to(q.dtype) @ v
+
+
+def padding_mask(mask, attention_mask):
+    """The causal mask, and keys that are padding (attention_mask [B, T_k] == 0) hidden too."""
+    if attention_mask is None:
+        return mask
+    return mask & attention_mask[:, None, None, :].bool()
+
+
+class MyAttention(nn.Module):
+    """Multi-head attention with shared key/value heads (MHA, GQA, MQA) and, for Command R+, the q/k norm."""
+
+    def __init__(self, config, layer_idx=0):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        hidden = config.hidden_size
+        self.q_proj = nn.Linear(hidden, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, self.n_kv * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, self.n_kv * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=False)
+        self.use_qk_norm = bool(getattr(config, "use_qk_norm", False))
+        if self.use_qk_norm:  # per head, over head_dim, before the rotation
+            self.q_norm = LayerNorm((self.n_heads, self.head_dim), config.layer_norm_eps)
+            self.k_norm = LayerNorm((self.n_kv, self.head_dim), config.layer_norm_eps)
+
+    def heads(self, x, proj, n):
+        B, T, _ = x.shape
+        return proj(x).view(B, T, n, self.head_dim)
+
+    def remember(self, k, v, cache):
+        """The keys and values to attend over: this call's, and with a cache (chapter 08) all the earlier ones."""
+        if cache is None:
+            return k, v
+        return cache.update(self.layer_idx, k, v)
+
+    def forward(self, x, cos, sin, mask, cache=None):
+        B, T, _ = x.shape
+        q, k = self.heads(x, self.q_proj, self.n_heads), self.heads(x, self.k_proj, self.n_kv)
+        v = self.heads(x, self.v_proj, self.n_kv)
+        if self.use_qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)   # [B, heads, T, head_dim]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k, v = self.remember(k, v, cache)
+        group = self.n_heads // self.n_kv
+        out = attend(q, repeat_kv(k, group), repeat_kv(v, group), mask)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 06: the gated MLP, the parallel block, the whole model
+# ---------------------------------------------------------------------------------------------------
+
+def gated_mlp(h, gate_w, up_w, down_w):
+    gate = h @ gate_w.T
+    return (F.silu(gate) * (h @ up_w.T)) @ down_w.T
+
+
+class MyMLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, h):
+        return gated_mlp(h, self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight)
+
+
+def parallel_residual(x, norm, attention, mlp):
+    """Command-R's block: one norm, read by attention and the MLP side by side."""
+    h = norm(x)
+    return x + attention(h) + mlp(h)
+
+
+class MyDecoderLayer(nn.Module):
+    def __init__(self, config, layer_idx=0):
+        super().__init__()
+        self.input_layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.self_attn = MyAttention(config, layer_idx)
+        self.mlp = MyMLP(config)
+
+    def forward(self, x, cos, sin, mask, cache=None):
+        return parallel_residual(x, self.input_layernorm, lambda h: self.self_attn(h, cos, sin, mask, cache),
+                                 self.mlp)
+
+
+class MyCohereModel(nn.Module):
+    """Embeddings, the blocks, the final norm (the checkpoint's `model.` prefix)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(MyDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+
+
+@dataclass
+class CausalLMOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class MyCohereForCausalLM(nn.Module):
+    """Command-R from the pieces above, with the checkpoint's parameter names and the tied head.
+
+    `forward(input_ids, attention_mask=None, cache=None, labels=None)` is minicohere's call. The
+    positions and the mask come from two small methods, so that the KV cache (chapter 08) only has to
+    change those and pass the cache through.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.model = MyCohereModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head.weight = self.model.embed_tokens.weight       # tied: one table, read both ways
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.register_buffer("inv_freq", inv_freq(rope_theta(config), head_dim), persistent=False)
+
+    def check_cache(self, cache):
+        if cache is not None:
+            raise ValueError("this model has no KV cache yet: pass cache=None (chapter 08 adds the cache)")
+
+    def positions(self, T, cache=None):
+        """Positions of the T new tokens."""
+        return torch.arange(T, device=self.inv_freq.device)
+
+    def mask(self, T, cache=None, attention_mask=None):
+        """Which keys each of the T new tokens may look at: earlier ones, not padding."""
+        return padding_mask(causal_mask(T).to(self.inv_freq.device), attention_mask)
+
+    def forward(self, input_ids, attention_mask=None, cache=None, labels=None):
+        self.check_cache(cache)
+        T = input_ids.shape[1]
+        cos, sin = cos_sin(self.positions(T, cache), self.inv_freq)
+        mask = self.mask(T, cache, attention_mask)
+        x = self.model.embed_tokens(input_ids)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, mask, cache)
+        h = self.model.norm(x)
+        logits = self.lm_head(h) * self.config.logit_scale     # chapter 07: never drop the scale
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(logits=logits, loss=loss)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 07: logit scaling and the loss
+# ---------------------------------------------------------------------------------------------------
+
+def causal_lm_loss(logits, labels):
+    """Mean next-token cross-entropy in fp32: position t is scored on labels[t + 1]; -100 is skipped."""
+    targets = labels[:, 1:]
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=-100)
+
+
+# ---- chapters 08 and later add below this line ----
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 08: the KV cache and the greedy decode loop
+# ---------------------------------------------------------------------------------------------------
+
+class GrowingCache:
+    """Each layer's keys and values, [B, kv_heads, T, head_dim] after RoPE, grown by concatenation."""
+
+    def __init__(self):
+        self.keys, self.values = [], []
+
+    @property
+    def seq_len(self):
+        return self.keys[0].shape[2] if self.keys else 0
+
+    def update(self, layer_idx, k, v):
+        if layer_idx < len(self.keys):               # later steps: append along the token axis
+            k = torch.cat([self.keys[layer_idx], k], dim=2)
+            v = torch.cat([self.values[layer_idx], v], dim=2)
+            self.keys[layer_idx], self.values[layer_idx] = k, v
+        else:                                        # the first call for this layer
+            self.keys.append(k)
+            self.values.append(v)
+        return k, v
+
+
+class StaticCache:
+    """Room for max_len positions, allocated once; each step writes into the next free slots."""
+
+    def __init__(self, config, batch_size, max_len, dtype=torch.float32, device=None):
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        shape = (batch_size, config.num_key_value_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.max_len, self.seq_len = max_len, 0
+
+    def update(self, layer_idx, k, v):
+        start, end = self.seq_len, self.seq_len + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"this cache holds {self.max_len} positions; the step needs {end}")
+        self.keys[layer_idx][:, :, start:end] = k
+        self.values[layer_idx][:, :, start:end] = v
+        if layer_idx == len(self.keys) - 1:          # the last layer has written: the step is done
+            self.seq_len = end
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+
+class MyCachedCohereForCausalLM(MyCohereForCausalLM):
+    """Chapter 06's model with a KV cache: new tokens sit after the cached ones, and see them."""
+
+    def check_cache(self, cache):
+        if cache is not None and not (hasattr(cache, "seq_len") and hasattr(cache, "update")):
+            raise TypeError(f"cache must have seq_len and update(layer_idx, k, v); got {type(cache).__name__}")
+
+    def positions(self, T, cache=None):
+        past = cache.seq_len if cache is not None else 0            # positions already in the cache
+        return torch.arange(past, past + T, device=self.inv_freq.device)
+
+    def mask(self, T, cache=None, attention_mask=None):
+        past = cache.seq_len if cache is not None else 0
+        query = torch.arange(past, past + T, device=self.inv_freq.device)[:, None]
+        key = torch.arange(past + T, device=self.inv_freq.device)[None, :]
+        return padding_mask(key <= query, attention_mask)             # [T, past + T]
+
+    def forward(self, input_ids, attention_mask=None, cache=None, labels=None):
+        """Chapter 06's forward, with RoPE's cos and sin cast to the weights' dtype, as transformers does, so
+        that the model also runs in bfloat16 and float16 (chapter 10)."""
+        self.check_cache(cache)
+        T = input_ids.shape[1]
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = (t.to(x.dtype) for t in cos_sin(self.positions(T, cache), self.inv_freq))
+        mask = self.mask(T, cache, attention_mask)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, mask, cache)
+        logits = self.lm_head(self.model.norm(x)) * self.config.logit_scale
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(logits=logits, loss=loss)
+
+
+@torch.no_grad()
+def greedy_decode(model, prompt, max_new_tokens, cache=None):
+    """Prompt [1, T] -> prompt + new tokens, and the number of positions fed at each step."""
+    tokens, step_input, fed = prompt, prompt, []
+    for _ in range(max_new_tokens):
+        fed.append(step_input.shape[1])
+        new = model(step_input, cache=cache).logits[:, -1].argmax(-1, keepdim=True)
+        tokens = torch.cat([tokens, new], dim=1)
+        step_input = new if cache is not None else tokens
+    return tokens, fed
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 09: sampling
+# ---------------------------------------------------------------------------------------------------
+
+def apply_temperature(logits, temperature):
+    return logits / temperature
+
+
+def top_k(logits, k):
+    kth = torch.topk(logits, min(k, logits.shape[-1])).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p(logits, p):
+    ascending, order = torch.sort(logits, descending=False)
+    dropped = ascending.softmax(-1).cumsum(-1) <= (1 - p)
+    dropped[..., -1:] = False
+    return logits.masked_fill(dropped.scatter(-1, order, dropped), float("-inf"))
+
+
+def min_p(logits, threshold):
+    probs = logits.softmax(-1)
+    drop = probs < threshold * probs.amax(-1, keepdim=True)
+    drop.scatter_(-1, probs.argmax(-1, keepdim=True), False)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def warp(logits, temperature=1.0, top_k_=None, top_p_=None, min_p_=None):
+    """The filters in transformers' order: temperature, top-k, top-p, min-p."""
+    if temperature != 1.0:
+        logits = apply_temperature(logits, temperature)
+    if top_k_:
+        logits = top_k(logits, top_k_)
+    if top_p_ is not None and top_p_ < 1.0:
+        logits = top_p(logits, top_p_)
+    if min_p_ is not None:
+        logits = min_p(logits, min_p_)
+    return logits
+
+
+@torch.no_grad()
+def generate(model, input_ids, max_new_tokens, do_sample=False, temperature=1.0, top_k=None, top_p=None,
+             min_p=None, generator=None, eos_token_id=None, cache="static"):
+    """Prompt [1, T] -> prompt + up to max_new_tokens tokens, with the model's KV cache ("static",
+    "growing" or None); greedy, or one draw per step from the warped distribution. Stops after eos."""
+    if cache not in ("static", "growing", None):
+        raise ValueError(f"cache={cache!r}: use 'static', 'growing' or None")
+    T = input_ids.shape[1]
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())   # the activations' dtype
+    kv = {"static": lambda: StaticCache(model.config, input_ids.shape[0], T + max_new_tokens, dtype,
+                                        input_ids.device),
+          "growing": GrowingCache, None: lambda: None}[cache]()
+    tokens, step_input = input_ids, input_ids
+    for _ in range(max_new_tokens):
+        logits = model(step_input, cache=kv).logits[:, -1].float()
+        if do_sample:
+            probs = warp(logits, temperature, top_k, top_p, min_p).softmax(-1)
+            new = torch.multinomial(probs, num_samples=1, generator=generator)
+        else:
+            new = logits.argmax(-1, keepdim=True)
+        tokens = torch.cat([tokens, new], dim=1)
+        step_input = new if kv is not None else tokens
+        if eos_token_id is not None and bool((new == eos_token_id).all()):
+            break
+    return tokens
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 10: loading a checkpoint into your model
+# ---------------------------------------------------------------------------------------------------
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8,
+                      "BOOL": torch.bool}
+
+
+def read_header(path):
+    """(where the tensor bytes start, {name: {dtype, shape, data_offsets}}) of a safetensors file."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return 8 + n, header
+
+
+def open_safetensors(path):
+    """{name: tensor} for every tensor of the file, each a view of one private mapping of the file."""
+    start, header = read_header(path)
+    raw = torch.from_file(str(path), shared=False, size=Path(path).stat().st_size, dtype=torch.uint8)
+    return {name: raw[start + meta["data_offsets"][0]:start + meta["data_offsets"][1]]
+            .view(SAFETENSORS_DTYPES[meta["dtype"]]).reshape(meta["shape"]) for name, meta in header.items()}
+
+
+def read_config(folder):
+    """config.json as an object with the attributes the model reads, in either spelling of rope_theta."""
+    import json
+    from types import SimpleNamespace
+
+    raw = json.loads((Path(folder) / "config.json").read_text())
+    if raw.get("model_type") != "cohere":
+        raise ValueError(f"{folder}/config.json: model_type {raw.get('model_type')!r}; this loader reads 'cohere'")
+    config = SimpleNamespace(**{"layer_norm_eps": 1e-5, "use_qk_norm": False, "logit_scale": 0.0625,
+                                "head_dim": None, **raw})
+    config.num_key_value_heads = raw.get("num_key_value_heads") or raw["num_attention_heads"]
+    if "rope_parameters" not in raw:          # the older spelling: rope_theta at the top level
+        config.rope_parameters = {"rope_type": "default", "rope_theta": raw.get("rope_theta", 10000.0)}
+    return config
+
+
+def load_model(folder, dtype=torch.float32):
+    """Your cached model holding a checkpoint folder's weights (one model.safetensors or an index and its
+    shards), built on the meta device and given the mapped tensors, so the weights are never held twice."""
+    import json
+
+    folder = Path(folder)
+    config = read_config(folder)
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    state = {}
+    for name in files:
+        state.update(open_safetensors(folder / name))
+    state = {name: t.to(dtype) for name, t in state.items()}
+    with torch.device("meta"):
+        model = MyCachedCohereForCausalLM(config)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    missing = set(result.missing_keys) - {"lm_head.weight"}
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{folder}: missing {sorted(missing)}, unexpected {sorted(result.unexpected_keys)}")
+    model.lm_head.weight = model.model.embed_tokens.weight                # tied: stored once
+    head_dim = config.head_dim or config.hidden_size // config.num_attention_heads
+    model.inv_freq = inv_freq(rope_theta(config), head_dim)             # computed, not stored: off meta
+    return model.eval()
