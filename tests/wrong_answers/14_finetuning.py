@@ -27,24 +27,17 @@ WRONG = {
         "return sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)",
     ],
     "ex-14-2": [
-        # the scaling alpha / r left out of both gradients
-        "hidden = x @ A.T\n"
-        "return (grad_out @ B).T @ x, grad_out.T @ hidden",
-        # "B starts at zero, so A gets no gradient": true at step 0 only
-        "grad_B = scaling * grad_out.T @ (x @ A.T)\n"
-        "return torch.zeros_like(A), grad_B",
-        # the gradient reaching A taken straight from the output, B skipped (shapes fixed up by slicing)
-        "grad_B = scaling * grad_out.T @ (x @ A.T)\n"
-        "grad_A = scaling * (grad_out.T @ x)[: A.shape[0]]\n"
-        "return grad_A, grad_B",
+        # the upstream gradient forgotten: d y / d s summed, not d L / d s
+        "return ((x @ A.T) @ B.T).sum()",
+        # averaged over the elements instead of summed
+        "return (grad_out * ((x @ A.T) @ B.T)).mean()",
+        # divided by the number of rows, as if the loss were a mean over the batch
+        "return torch.einsum('no,or,ri,ni->', grad_out, B, A, x) / grad_out.shape[0]",
     ],
     "ex-14-3": [
-        # dropout on the layer's whole output: the frozen path is dropped out too
-        "return self.dropout(self.base_layer(x) + self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T))",
-        # dropout on the rank-r hidden (after A) instead of on the input
-        "return self.base_layer(x) + self.scaling * (self.dropout(x @ self.lora_A.T) @ self.lora_B.T)",
-        # F.dropout always on: eval mode still drops
-        "dropped = F.dropout(x, self.dropout.p, training=True)\n"
-        "return self.base_layer(x) + self.scaling * ((dropped @ self.lora_A.T) @ self.lora_B.T)",
+        # the signed difference: a negative gap is reported as small
+        "return float((layer(x) - layer.base_layer(x)).detach().amax())",
+        # the mean absolute difference: one changed element is diluted
+        "return float((layer(x) - layer.base_layer(x)).detach().abs().mean())",
     ],
 }
