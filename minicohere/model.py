@@ -799,7 +799,6 @@ class CohereDecoderLayer(nn.Module):
     def __init__(self, config: CohereConfig, layer_idx: int):
         super().__init__()
         self.attention_type = config.layer_types[layer_idx]  # "sliding_attention" or "full_attention"
-        self.rotary = "rope" if config.layer_uses_rope(layer_idx) else "none"  # which turn it takes (section 7)
         self.input_layernorm = make_norm(config)
         self.self_attn = CohereAttention(config, layer_idx)
         sparse = config.model_type == "cohere2_moe" and config.mlp_layer_types[layer_idx] == "sparse"
@@ -920,11 +919,14 @@ class CohereModel(nn.Module):
         """The blocks and the final norm over embeddings x [B, T, hidden], given each layer type's rotation
         and mask. `forward` builds those from ids and padding; `generate` builds them once and reuses them."""
         hidden_states, attentions = [], []
-        for layer, kind in zip(self.layers, self.config.layer_types):  # kind: which mask and rotation
+        # kind: which mask; rotary: which rotation. Both come from the config, not from the layer objects, so a
+        # wrapped layer (chapter 10's SequentialLayer) runs as the layer it wraps.
+        rotaries = ["rope" if self.config.layer_uses_rope(i) else "none" for i in range(len(self.layers))]
+        for layer, kind, rotary in zip(self.layers, self.config.layer_types, rotaries):
             if output_hidden_states:
                 hidden_states.append(x)
             mask, is_causal = masks[kind]
-            x, weights = layer(x, turns[layer.rotary], None, mask, is_causal, cache, eager)  # complex turn as `cos`
+            x, weights = layer(x, turns[rotary], None, mask, is_causal, cache, eager)  # complex turn as `cos`
             if output_attentions:
                 attentions.append(weights)
         x = self.norm(x)

@@ -14,6 +14,14 @@ from minicohere.lora import LoRALinear, add_lora, load_adapter, lora_state_dict,
 
 from conftest import rel_err
 
+
+@pytest.fixture(autouse=True)
+def gradients_on():
+    # test_model.py and test_checkpoint.py switch autograd off for the whole process when they are
+    # imported; these tests train, so they switch it back on for themselves.
+    with torch.enable_grad():
+        yield
+
 IDS = torch.tensor([[5, 17, 42, 8, 63, 11, 90, 2], [1, 33, 7, 7, 50, 21, 4, 64]])
 
 
