@@ -15,7 +15,7 @@ from minicohere import parallel
 from minicohere.model import CohereConfig, CohereForCausalLM
 from conftest import scramble, tiny_kwargs
 
-# Shapes of the family (tests/conftest.py), at the sizes the issue asks for.
+# Shapes of the family (tests/conftest.py): MHA, GQA with 8 kv heads, q/k norm, and cohere2.
 CASES = {
     2: {"v01-mha": tiny_kwargs("v01-mha"),
         "plus-qknorm": tiny_kwargs("plus-qknorm", vocab_size=95)},  # 95 rows: the last rank pads one
