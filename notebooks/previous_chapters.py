@@ -514,3 +514,8 @@ def load_model(folder, dtype=torch.float32):
     head_dim = config.head_dim or config.hidden_size // config.num_attention_heads
     model.inv_freq = inv_freq(rope_theta(config), head_dim)             # computed, not stored: off meta
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapters 12-13: the quantized layer and cohere2 (add below)
+# ---------------------------------------------------------------------------------------------------
