@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 import warnings
 
 import torch
 
 import minicohere
+from _timing import add_timing_args, apply_timing_args, clock_name, timed
 
 
 def build(tmp: str, cohere2: bool = False):
@@ -73,13 +73,6 @@ def load_baseline(rev: str, ours):
     return module, old
 
 
-CLOCK = time.perf_counter
-
-
-def timed(fn) -> tuple[float, torch.Tensor]:
-    t0 = CLOCK()
-    out = fn()
-    return CLOCK() - t0, out
 
 
 def matmuls_only(model, n: int) -> None:
@@ -100,7 +93,7 @@ def matmuls_only(model, n: int) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=1)
+    add_timing_args(ap)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=128)
@@ -109,13 +102,8 @@ def main():
     ap.add_argument("--bf16", action="store_true", help="also time both libraries in bfloat16")
     ap.add_argument("--cohere2", action="store_true",
                     help="a cohere2 model of the same shape (sliding window 64, so decoding runs past it)")
-    ap.add_argument("--cpu-time", action="store_true",
-                    help="time with this process's CPU time instead of the wall clock (steadier on a shared machine)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.cpu_time:
-        global CLOCK
-        CLOCK = time.process_time
+    apply_timing_args(args)
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
         reference, ours = build(tmp, args.cohere2)
@@ -167,7 +155,7 @@ def main():
     pre_s = {k: args.prefill_tokens / statistics.median(v) for k, v in prefill_s.items() if v}
     print(f"\n{'cohere2 (window 64)' if args.cohere2 else 'cohere'}, batch 1, greedy, prompt {args.prompt_tokens} + {n} new tokens; prefill of {args.prefill_tokens} "
           f"tokens; {args.threads} thread(s); median of {args.rounds} alternating rounds; "
-          f"{'CPU time' if args.cpu_time else 'wall clock'}\n")
+          f"{clock_name(args)}\n")
     print("| | decode tokens/s | prefill tokens/s |")
     print("| --- | ---: | ---: |")
     for name in runs:

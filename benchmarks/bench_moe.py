@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 import warnings
 
 import torch
 
 import minicohere
+from _timing import add_timing_args, apply_timing_args, clock_name, timed
 
-CLOCK = time.perf_counter
 SHAPE = dict(vocab_size=8192, hidden_size=256, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
              num_hidden_layers=4, max_position_embeddings=2048, sliding_window=64, sliding_window_pattern=4,
              eos_token_id=2, pad_token_id=0, bos_token_id=5, intermediate_size=512, num_experts=16,
@@ -60,12 +59,6 @@ def build(tmp: str):
     return reference, ours, dense
 
 
-def timed(fn) -> float:
-    t0 = CLOCK()
-    fn()
-    return CLOCK() - t0
-
-
 def set_experts(model, implementation: str) -> None:
     for m in model.modules():
         if isinstance(m, minicohere.CohereExperts):
@@ -74,19 +67,14 @@ def set_experts(model, implementation: str) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=1)
+    add_timing_args(ap)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--prefill-tokens", type=int, default=256)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--cpu-time", action="store_true",
-                    help="time with this process's CPU time instead of the wall clock (steadier on a shared machine)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.cpu_time:
-        global CLOCK
-        CLOCK = time.process_time
+    apply_timing_args(args)
     warnings.simplefilter("ignore")
     n = args.new_tokens
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,9 +120,9 @@ def main():
                 for _ in range(args.rounds):
                     for name, (run, forward) in contenders.items():
                         full, one, pre = times[name]
-                        full.append(timed(lambda: run(prompt, n)))
-                        one.append(timed(lambda: run(prompt, 1)))
-                        pre.append(timed(lambda: forward(long_prompt)))
+                        full.append(timed(lambda: run(prompt, n))[0])
+                        one.append(timed(lambda: run(prompt, 1))[0])
+                        pre.append(timed(lambda: forward(long_prompt))[0])
             for name, (full, one, pre) in times.items():
                 decode = batch * (n - 1) / max(statistics.median(full) - statistics.median(one), 1e-9)
                 results[name, batch] = (decode, batch * args.prefill_tokens / statistics.median(pre))
@@ -145,7 +133,7 @@ def main():
           f"(dense model: {sum(p.numel() for p in dense.parameters()) / 1e6:.1f}M); greedy, prompt "
           f"{args.prompt_tokens} + {n} new tokens; prefill of {args.prefill_tokens} tokens per row; "
           f"{args.threads} thread(s); median of {args.rounds} alternating rounds; "
-          f"{'CPU time' if args.cpu_time else 'wall clock'}\n")
+          f"{clock_name(args)}\n")
     header = " | ".join(f"decode b{b} tok/s | prefill b{b} tok/s" for b in args.batches)
     print(f"| | {header} |")
     print("| --- |" + " ---: |" * (2 * len(args.batches)))

@@ -249,7 +249,8 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
     under int4: smaller, less accurate); a scheme name ("int8"): that one; False: kept in float.
     tensor_parallel=True (after torch.distributed.init_process_group) loads this rank's shard only
     (parallel.py): the model is sharded while still on `meta`, and each tensor's slice is copied out of
-    the memory-mapped file, so a rank's memory holds about 1/world_size of the weights.
+    the memory-mapped file, so a rank's memory holds about 1/world_size of the weights (cohere2_moe: only
+    this rank's experts are read).
     """
     from tqdm import tqdm
 
@@ -308,6 +309,8 @@ def from_pretrained(path_or_repo_id, dtype="auto", device="cpu", revision=None, 
                 continue
             if plan is not None:  # this rank's slice only, copied out of the file
                 tensor = local_piece(entry.name, map_tensor(entry, mapped), plan)
+                if tensor is None:  # a routed expert another rank holds: never read
+                    continue
                 tensor = tensor.to(device=device, dtype=dtype, copy=True)
                 release_pages(mapped, entry)
             else:

@@ -15,9 +15,19 @@ and their outputs are added before the residual, so their partial sums are added
 ONE all-reduce per layer finishes both (`TensorParallelDecoderLayer`). A sequential (Llama) block needs
 two: the MLP's input depends on the finished attention output.
 
+Mixture-of-experts layers (cohere2_moe, Command A+) are split by *experts* instead ("expert parallel"):
+rank r holds num_experts / world whole experts; the router is replicated (it is tiny, and every rank must
+agree on where each token goes). Each rank takes its own 1/world of the layer's tokens, routes them, and
+an all-to-all sends each (token, expert) pair to the rank holding that expert; a second all-to-all brings
+the expert outputs back (`ExpertParallelMoeBlock`). The shared expert, which every token goes through, is
+split like a dense MLP: its partial sums join the layer's one all-reduce, which also gathers the ranks'
+token slices (each rank's rows are zero on the others), so a MoE layer costs one all-reduce, as a dense
+one does, plus three all-to-alls (the counts, the tokens out, the outputs back).
+
 Each collective is a small autograd.Function with a name: `all_reduce` (sum over ranks), `copy_to_ranks`
-(identity forward, all-reduce of the gradient backward) and `gather_last_dim` (all-gather along the last
-axis). They are the only places where ranks talk.
+(identity forward, all-reduce of the gradient backward), `gather_last_dim` (all-gather along the last
+axis) and `all_to_all` (rows to the ranks that asked for them, and the gradient back the same way). They
+are the only places where ranks talk.
 
     torch.distributed.init_process_group("gloo")     # or torchrun's env, "nccl" on GPUs
     model = minicohere.from_pretrained(folder)        # or from_pretrained(folder, tensor_parallel=True)
@@ -36,7 +46,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .model import CohereDecoderLayer, CohereForCausalLM
+from .model import CohereDecoderLayer, CohereExperts, CohereForCausalLM, CohereMLP, CohereSparseMoeBlock
 
 # ---------------------------------------------------------------------------------------------------
 # The collectives, one named function each
@@ -89,6 +99,27 @@ class _GatherLastDim(torch.autograd.Function):
         return grad[..., ctx.rank * ctx.width:(ctx.rank + 1) * ctx.width], None
 
 
+class _AllToAll(torch.autograd.Function):
+    """Forward: send rows [sum(send_sizes), ...] to the ranks in order (send_sizes[j] rows to rank j) and
+    receive recv_sizes[j] rows from rank j. Backward: the gradients go back the opposite way."""
+
+    @staticmethod
+    def forward(ctx, x, send_sizes, recv_sizes, group):
+        ctx.sizes, ctx.group = (send_sizes, recv_sizes), group
+        out = x.new_empty((sum(recv_sizes), *x.shape[1:]))
+        dist.all_to_all_single(out, x.contiguous(), recv_sizes, send_sizes, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        send_sizes, recv_sizes = ctx.sizes
+        return _AllToAll.apply(grad, recv_sizes, send_sizes, ctx.group), None, None, None
+
+
+def all_to_all(x: torch.Tensor, send_sizes: list[int], recv_sizes: list[int], group=None) -> torch.Tensor:
+    return _AllToAll.apply(x, list(send_sizes), list(recv_sizes), group)
+
+
 def all_reduce(x: torch.Tensor, group=None) -> torch.Tensor:
     return _AllReduce.apply(x, group)
 
@@ -119,10 +150,15 @@ class ShardPlan:
     features: int  # MLP features per rank
     vocab_rows: int  # vocabulary rows per rank (the last rank's tail is padding when V % world != 0)
     vocab_size: int
+    experts: int = 0  # routed experts per rank (cohere2_moe; 0 for a dense model)
 
     @property
     def vocab_start(self) -> int:
         return self.rank * self.vocab_rows
+
+    @property
+    def expert_start(self) -> int:  # this rank holds experts expert_start .. expert_start + experts - 1
+        return self.rank * self.experts
 
 
 def plan_for(config, rank: int, world: int) -> ShardPlan:
@@ -139,24 +175,65 @@ def plan_for(config, rank: int, world: int) -> ShardPlan:
     if K < world and world % K:
         raise ValueError(f"num_key_value_heads={K} < world size {world} needs the world size to be a multiple "
                          f"of {K} (each kv head is replicated on world_size / {K} ranks)")
-    if config.intermediate_size % world:
-        raise ValueError(f"intermediate_size={config.intermediate_size} is not divisible by the world size {world}")
+    for what, width in split_widths(config).items():
+        if width % world:
+            raise ValueError(f"{what}={width} is not divisible by the world size {world}: each rank keeps an "
+                             f"equal slice of that MLP's features; use a world size that divides {width}")
+    experts = 0
+    if config.model_type == "cohere2_moe" and "sparse" in config.mlp_layer_types:
+        if config.num_experts % world:
+            raise ValueError(f"num_experts={config.num_experts} is not divisible by the world size {world}: "
+                             f"each rank holds the same number of whole experts; use a world size that "
+                             f"divides {config.num_experts}")
+        experts = config.num_experts // world
     if K >= world:
         kv_heads, kv_start = K // world, rank * (K // world)
     else:  # fewer kv heads than ranks: each rank keeps the one kv head its query heads read
         kv_heads, kv_start = 1, rank // (world // K)
     return ShardPlan(rank, world, H // world, kv_heads, kv_start, config.head_dim,
-                     config.intermediate_size // world, math.ceil(config.vocab_size / world), config.vocab_size)
+                     config.intermediate_size // world, math.ceil(config.vocab_size / world), config.vocab_size,
+                     experts)
+
+
+def split_widths(config) -> dict[str, int]:
+    """The MLP widths that tensor parallelism splits by features, named by the config field they come
+    from: every MLP of a dense model; in cohere2_moe the dense layers and the shared expert (the routed
+    experts are not split: each rank holds whole ones)."""
+    if config.model_type != "cohere2_moe":
+        return {"intermediate_size": config.intermediate_size}
+    widths = {}
+    for i, kind in enumerate(config.mlp_layer_types):
+        if kind == "dense":
+            field = "prefix_dense_intermediate_size" if config.prefix_dense_intermediate_size else "intermediate_size"
+            widths[field] = config.mlp_width(i)
+        elif config.num_shared_experts:
+            widths["intermediate_size * num_shared_experts"] = config.intermediate_size * config.num_shared_experts
+    return widths
+
+
+def expert_index(name: str) -> int | None:
+    """The routed expert a parameter belongs to (`...mlp.experts.5.up_proj.weight` -> 5), else None."""
+    parts = name.split(".")
+    for before, e in zip(parts, parts[1:]):
+        if before == "experts" and e.isdigit():
+            return int(e)
+    return None
 
 
 def local_piece(name: str, full: torch.Tensor, plan: ShardPlan) -> torch.Tensor:
     """This rank's slice of the whole tensor `name` (a view where it can be: the loader slices a
-    memory-mapped file with it and copies only the slice)."""
+    memory-mapped file with it and copies only the slice). A routed expert's weights come whole when this
+    rank holds that expert, and as None when another rank does."""
     leaf = name.rsplit(".", 2)
     kind = ".".join(leaf[-2:])
+    expert = expert_index(name)
+    if expert is not None:
+        return full if plan.expert_start <= expert < plan.expert_start + plan.experts else None
     q_rows = (plan.rank * plan.heads * plan.head_dim, plan.heads * plan.head_dim)
     kv_rows = (plan.kv_start * plan.head_dim, plan.kv_heads * plan.head_dim)
-    f_rows = (plan.rank * plan.features, plan.features)
+    # an MLP's features: this rank's 1/world of its width (cohere2_moe's dense and shared MLPs differ in width)
+    width = full.shape[1 if kind == "down_proj.weight" else 0] // plan.world
+    f_rows = (plan.rank * width, width)
     rows = {"q_proj.weight": q_rows, "q_proj.bias": q_rows, "k_proj.weight": kv_rows, "k_proj.bias": kv_rows,
             "v_proj.weight": kv_rows, "v_proj.bias": kv_rows, "gate_proj.weight": f_rows, "up_proj.weight": f_rows,
             "q_norm.weight": (plan.rank * plan.heads, plan.heads),  # [heads, head_dim]: one row per head
@@ -225,6 +302,71 @@ class TensorParallelDecoderLayer(CohereDecoderLayer):
         return x + all_reduce(attn_partial + self.mlp(h), self.group), weights
 
 
+class ExpertShard(CohereExperts):
+    """This rank's routed experts, under their checkpoint numbers (rank 1 of 2 with 8 experts holds
+    `experts.4` .. `experts.7`), so state dicts and the loader name them as the file does. Run by local
+    position: `self[0]` is this rank's first expert."""
+
+    def __getitem__(self, idx):
+        if isinstance(idx, int):
+            return list(self._modules.values())[idx]
+        return super().__getitem__(idx)
+
+
+def token_slice(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows start:stop of n that `rank` routes: contiguous slices as even as n allows (a decode step of
+    batch 1 on 4 ranks gives one rank the token and the others none)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+class ExpertParallelMoeBlock(CohereSparseMoeBlock):
+    """A MoE layer on one rank: the router (replicated), this rank's experts (`ExpertShard`), the shared
+    expert split by features. Its forward returns this rank's *partial* output, which the decoder layer's
+    one all-reduce completes: the routed output of this rank's token slice (zeros on the other ranks'
+    rows) plus the shared expert's partial sums, combined as the whole block combines them (both are
+    linear in what the all-reduce sums)."""
+
+    group = None
+    rank, world = 0, 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(0, -2)
+        start, stop = token_slice(tokens.shape[0], self.rank, self.world)
+        mine = tokens[start:stop]
+        _, weights, experts = self.gate(mine)
+        routed = F.pad(self.dispatch(mine, weights, experts), (0, 0, start, tokens.shape[0] - stop))
+        if hasattr(self, "shared_experts"):
+            shared = self.shared_experts(tokens)
+            routed = routed + shared if self.combine == "sum" else (routed + shared) / 2
+        return routed.view(x.shape)
+
+    def dispatch(self, mine: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """mine [n, hidden] with their k experts [n, k] and weights [n, k] -> the routed output [n, hidden],
+        the experts having run on the ranks that hold them."""
+        local, k = len(self.experts), experts.shape[1]
+        pair_expert = experts.flatten()  # pair p = (row p // k, expert pair_expert[p])
+        order = pair_expert.argsort(stable=True)  # grouped by expert, so by the rank holding it
+        # 1. counts: how many pairs each of my experts gets from each rank ([world, local] after the swap)
+        send_counts = torch.bincount(pair_expert, minlength=local * self.world)
+        recv_counts = torch.empty_like(send_counts)
+        dist.all_to_all_single(recv_counts, send_counts, group=self.group)
+        send_sizes = send_counts.view(self.world, local).sum(1).tolist()
+        recv_counts = recv_counts.view(self.world, local)
+        recv_sizes = recv_counts.sum(1).tolist()
+        # 2. the rows out, grouped by source rank and, within one, by my expert
+        inbox = all_to_all(mine[order // k], send_sizes, recv_sizes, self.group)
+        which = torch.arange(local, device=mine.device).repeat(self.world).repeat_interleave(recv_counts.flatten())
+        if inbox.shape[0]:
+            done = self.experts(inbox, inbox.new_ones(inbox.shape[0], 1), which[:, None])
+        else:  # no token chose my experts: nothing to run, but the return trip still takes part
+            done = inbox
+        # 3. the outputs back, in the order they left; weighted and summed per token here
+        back = all_to_all(done, recv_sizes, send_sizes, self.group) * weights.reshape(-1)[order, None]
+        return torch.zeros_like(mine).index_add_(0, order // k, back)
+
+
 @dataclass(frozen=True)
 class TensorParallelInfo:
     rank: int
@@ -250,19 +392,32 @@ def shard(model: CohereForCausalLM, group=None) -> CohereForCausalLM:
     """Turn `model`, in place, into this rank's tensor-parallel shard (see the module docstring) and
     return it. Every rank must call it on the same model. The forward of the shard returns the full
     logits on every rank; `generate` runs unchanged (sampling needs the same generator seed on every
-    rank). `model.config` then describes this rank's key/value heads (the cache's shape)."""
+    rank). `model.config` then describes this rank's key/value heads (the cache's shape). In cohere2_moe
+    the routed experts are divided among the ranks instead (`ExpertParallelMoeBlock`)."""
     rank, world = _check_ready(model, group)
     config = model.config
     plan = plan_for(config, rank, world)
     for layer in model.model.layers:
-        if type(layer) is not CohereDecoderLayer or type(layer.mlp).__name__ != "CohereMLP":
-            raise TypeError(f"shard() splits CohereDecoderLayer with CohereMLP; found {type(layer).__name__} "
-                            f"with {type(layer.mlp).__name__}")
+        if type(layer) is not CohereDecoderLayer or type(layer.mlp) not in (CohereMLP, CohereSparseMoeBlock):
+            raise TypeError(f"shard() splits CohereDecoderLayer with CohereMLP or CohereSparseMoeBlock; found "
+                            f"{type(layer).__name__} with {type(layer.mlp).__name__}")
     for name, module in model.named_modules():
         if name and not list(module.children()) and type(module).__name__.endswith(("QuantizedLinear", "Int8Linear",
                                                                                      "Int4Linear", "NF4Linear")):
             raise TypeError(f"{name} is quantized ({type(module).__name__}); shard the model before quantizing it")
     tied = model.lm_head.weight is model.model.embed_tokens.weight
+    for layer in model.model.layers:  # MoE layers: keep this rank's experts, in memory of their own
+        if isinstance(layer.mlp, CohereSparseMoeBlock):
+            experts = layer.mlp.experts
+            for key, expert in list(experts._modules.items()):
+                if local_piece(f"experts.{key}.up_proj.weight", expert.up_proj.weight, plan) is None:
+                    del experts._modules[key]
+                    continue
+                for linear in expert.children():  # a view into the stack of all experts would hold them all
+                    linear.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=linear.weight.requires_grad)
+            experts.__class__, experts._stack = ExpertShard, None
+            layer.mlp.__class__ = ExpertParallelMoeBlock
+            layer.mlp.group, layer.mlp.rank, layer.mlp.world = group, rank, world
     with torch.no_grad():
         for name, p in list(model.named_parameters(remove_duplicate=False)):
             if tied and name == "lm_head.weight":
@@ -294,6 +449,18 @@ def all_reduce_bytes_per_token(config, dtype_bytes: int = 2) -> dict:
     return {"all_reduces": config.num_hidden_layers + 1,
             "all_reduce_bytes": (config.num_hidden_layers + 1) * config.hidden_size * dtype_bytes,
             "all_gathers": 1, "all_gather_bytes": config.vocab_size * dtype_bytes}
+
+
+def all_to_all_bytes_per_token(config, dtype_bytes: int = 2) -> dict:
+    """Expert parallelism's extra traffic per token: in each MoE layer a token's row goes out once per
+    chosen expert (k rows of hidden_size) and each expert's output comes back (k rows again), whichever
+    rank holds the expert (a row for this rank's own experts is copied, not sent, but all_to_all_single
+    still takes it). Per layer and rank, three all-to-alls: the counts (num_experts int64 values), the rows
+    out and the rows back; the layer's one all-reduce is counted by all_reduce_bytes_per_token."""
+    moe_layers = sum(kind == "sparse" for kind in config.mlp_layer_types or ())
+    return {"moe_layers": moe_layers, "all_to_alls": 3 * moe_layers,
+            "all_to_all_bytes": moe_layers * 2 * config.num_experts_per_tok * config.hidden_size * dtype_bytes,
+            "count_bytes_per_rank": moe_layers * config.num_experts * 8}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -387,6 +554,36 @@ def compare_on_rank(rank: int, world: int, folder: str, prompt: list[int]) -> di
     finally:
         dist.all_reduce, dist.all_gather = saved
     return {"logits": logits, "parameters": sum(p.numel() for p in model.parameters()), "calls": calls}
+
+
+def moe_compare_on_rank(rank: int, world: int, folder: str, prompt: list[int]) -> dict:
+    """What notebook 17 runs on each rank: load this rank's expert-parallel shard of the cohere2_moe
+    checkpoint in `folder` and return its full logits for `prompt`, the experts it holds, and what one
+    forward's all-to-alls moved: the rows this rank received for its experts (per MoE layer) and the
+    bytes of rows it sent (out and back), apart from the integer counts."""
+    model = from_pretrained_shard(folder)
+    moved = {"all_to_all": 0, "rows_received": [], "row_bytes_sent": 0, "count_bytes_sent": 0}
+    saved = dist.all_to_all_single
+
+    def counted(out, inp, *a, **k):
+        moved["all_to_all"] += 1
+        if inp.is_floating_point():
+            moved["row_bytes_sent"] += inp.numel() * inp.element_size()
+            if moved["all_to_all"] % 3 == 2:  # the rows out (the third of each layer brings outputs back)
+                moved["rows_received"].append(out.shape[0])
+        else:
+            moved["count_bytes_sent"] += inp.numel() * inp.element_size()
+        return saved(out, inp, *a, **k)
+
+    dist.all_to_all_single = counted
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt])).logits
+    finally:
+        dist.all_to_all_single = saved
+    held = [sorted(int(e) for e in layer.mlp.experts._modules) for layer in model.model.layers
+            if isinstance(layer.mlp, ExpertParallelMoeBlock)]
+    return {"logits": logits, "experts": held, **moved}
 
 
 def from_pretrained_shard(folder: str, **options) -> CohereForCausalLM:

@@ -17,7 +17,7 @@ import torch
 
 import minicohere
 from minicohere import model as mc
-from conftest import REPO, rel_err, scramble
+from conftest import REPO, rel_err, scramble, scrambled_reference
 
 warnings.filterwarnings("ignore")
 
@@ -35,19 +35,10 @@ FAMILY = {
 }
 
 
-def hf_config(family, **overrides):
-    from transformers import Cohere2Config
-
-    cfg = Cohere2Config(**{**BASE, **FAMILY[family], **overrides})
-    cfg._attn_implementation = "eager"
-    return cfg
-
-
 def reference(family, seed=0, embed_std=0.1, **overrides):
-    from transformers import Cohere2ForCausalLM
+    from transformers import Cohere2Config, Cohere2ForCausalLM
 
-    torch.manual_seed(seed)
-    return scramble(Cohere2ForCausalLM(hf_config(family, **overrides)).eval(), seed, embed_std)
+    return scrambled_reference(Cohere2Config, Cohere2ForCausalLM, {**BASE, **FAMILY[family], **overrides}, seed, embed_std)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import torch
 
 import minicohere
 from minicohere import model as mc
-from conftest import REPO, rel_err, scramble
+from conftest import REPO, rel_err, scramble, scrambled_reference
 
 warnings.filterwarnings("ignore")
 
@@ -58,15 +58,9 @@ VARIANTS = {
 }
 
 
-def hf_config(variant, **overrides):
-    cfg = Cohere2MoeConfig(**{**BASE, **VARIANTS[variant], **overrides})
-    cfg._attn_implementation = "eager"
-    return cfg
-
-
 def reference(variant, seed=0, embed_std=0.1, **overrides):
-    torch.manual_seed(seed)
-    return scramble(Cohere2MoeForCausalLM(hf_config(variant, **overrides)).eval(), seed, embed_std)
+    return scrambled_reference(Cohere2MoeConfig, Cohere2MoeForCausalLM, {**BASE, **VARIANTS[variant], **overrides},
+                               seed, embed_std)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +105,7 @@ def set_experts(model, implementation):
 @needs_hf
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_config_reads_each_spelling_as_transformers_does(variant):
-    theirs = hf_config(variant)
+    theirs = Cohere2MoeConfig(**{**BASE, **VARIANTS[variant]})
     ours = own_config(variant)
     assert ours.layer_types == theirs.layer_types and ours.mlp_layer_types == theirs.mlp_layer_types
     assert ours.head_dim == theirs.head_dim

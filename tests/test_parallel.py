@@ -13,7 +13,7 @@ import torch.distributed as dist
 import minicohere
 from minicohere import parallel
 from minicohere.model import CohereConfig, CohereForCausalLM
-from conftest import scramble, tiny_kwargs
+from conftest import compare_sharded_load, ranks_once, scramble, tiny_kwargs
 
 # Shapes of the family (tests/conftest.py): MHA, GQA with 8 kv heads, q/k norm, and cohere2.
 CASES = {
@@ -103,34 +103,14 @@ def checks_on_rank(rank: int, world: int, cases: dict, folder: str | None) -> di
             model(ids[:, :1])
         out[name]["sequential_calls"] = dict(count.calls)
     if folder is not None:  # loading only this rank's slices equals sharding the whole model
-        whole = minicohere.from_pretrained(folder, progress=False)
-        whole_bytes = sum(p.numel() * p.element_size() for p in whole.parameters())
-        parallel.shard(whole)
-        loaded = minicohere.from_pretrained(folder, progress=False, tensor_parallel=True)
-        same = all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), loaded.state_dict().values()))
-        with torch.no_grad():
-            out["loaded"] = {"same_params": same, "whole_bytes": whole_bytes,
-                             "rank_bytes": sum(p.numel() * p.element_size() for p in loaded.parameters()),
-                             "same_logits": torch.equal(whole(ids).logits, loaded(ids).logits)}
+        out["loaded"] = compare_sharded_load(folder, ids)
     return out
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """{world size: [each rank's results]}, each world size spawned once, on first use."""
-    results = {}
-
-    def get(world: int):
-        if world not in results:
-            folder = None
-            if world == 2:
-                folder = tmp_path_factory.mktemp("tp") / "gqa"
-                whole_model(tiny_kwargs("08-2024-gqa")).save_pretrained(folder, max_shard_size="20KB")
-                folder = str(folder)
-            results[world] = parallel.run_on_ranks(checks_on_rank, world, CASES[world], folder)
-        return results[world]
-
-    return get
+    return ranks_once(tmp_path_factory, checks_on_rank, CASES, lambda: whole_model(tiny_kwargs("08-2024-gqa")), "20KB")
 
 
 @pytest.mark.parametrize("world,name", [(w, n) for w in CASES for n in CASES[w]])
@@ -179,7 +159,7 @@ def test_bytes_all_reduced_per_token_match_the_formula(ranks):
 def test_from_pretrained_tensor_parallel_reads_only_this_ranks_slices(ranks):
     for res in ranks(2):
         loaded = res["loaded"]
-        assert loaded["same_params"] and loaded["same_logits"]
+        assert loaded["same_names"] and loaded["same_params"] and loaded["same_logits"]
         # q/k/v/o, the MLP and the vocabulary are halved; only the norms are whole on each rank
         assert loaded["rank_bytes"] < 0.52 * loaded["whole_bytes"]
 
