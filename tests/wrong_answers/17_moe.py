@@ -35,3 +35,32 @@ WRONG = {
         "return num_experts * (1 - (1 / num_experts) ** n)",
     ],
 }
+
+
+def _partial(experts: str, weighted: bool = True, before: str = "", result: str = "partial") -> str:
+    """An answer to 17.4 that loops over `experts`, with its own mistake before the loop or in the result."""
+    add = "share[takers] * moe.experts[e](x[takers])" if weighted else "moe.experts[e](x[takers])"
+    return ("weights, chosen = route(x, moe.gate.weight, moe.k)\n"
+            "per_rank = len(moe.experts) // world\n" + before +
+            "partial = x.new_zeros(x.shape)\n"
+            f"for e in {experts}:\n"
+            "    picked = chosen == e\n"
+            "    takers = picked.any(dim=-1)\n"
+            "    if takers.any():\n"
+            "        share = (weights * picked).sum(dim=-1, keepdim=True)\n"
+            f"        partial[takers] += {add}\n"
+            f"return {result}")
+
+
+BLOCK = "range(rank * per_rank, (rank + 1) * per_rank)"
+WRONG["ex-17-4"] = [
+    # experts dealt out round-robin (expert e on rank e % world), not in contiguous blocks
+    _partial("range(rank, len(moe.experts), world)"),
+    # the router's weights left out: each chosen expert's output added whole
+    _partial(BLOCK, weighted=False),
+    # the weights renormalised over this rank's chosen experts, as if the rank ran the block alone
+    _partial(BLOCK, before="local = chosen // per_rank == rank\n"
+                           "weights = weights * local / (weights * local).sum(dim=-1, keepdim=True).clamp_min(1e-9)\n"),
+    # the partial divided by the world size, as if the all-reduce averaged
+    _partial(BLOCK, result="partial / world"),
+]
