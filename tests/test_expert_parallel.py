@@ -219,3 +219,26 @@ def test_a_shared_expert_or_dense_width_that_does_not_divide_is_refused():
     # routed experts are held whole: their width need not divide
     routed = CohereConfig.from_dict({**BASE, **VARIANTS["sigmoid-no-shared"], "intermediate_size": 30})
     assert parallel.plan_for(routed, 1, 4).experts == 2
+
+
+def all_to_all_gradient_on_rank(rank: int, world: int) -> dict:
+    """Rank r sends r + 1 rows to each rank; the gradient of a weighted sum must come back to the rows sent."""
+    g = torch.Generator().manual_seed(rank)
+    x = torch.randn((rank + 1) * world, 3, generator=g, requires_grad=True)
+    recv = [src + 1 for src in range(world)]
+    y = parallel.all_to_all(x, [rank + 1] * world, recv)
+    w = torch.arange(y.numel(), dtype=torch.float32).view(y.shape) + 100 * rank  # what this rank's loss weighs
+    (y * w).sum().backward()
+    return {"x": x.detach(), "y": y.detach(), "w": w, "grad": x.grad}
+
+
+def test_all_to_all_sends_rows_to_their_ranks_and_gradients_back():
+    per_rank = parallel.run_on_ranks(all_to_all_gradient_on_rank, 2)
+    for dst, res in enumerate(per_rank):
+        # rank dst received, in source order, the rows each source cut out for it
+        want = torch.cat([src_res["x"][dst * (src + 1):(dst + 1) * (src + 1)] for src, src_res in enumerate(per_rank)])
+        assert torch.equal(res["y"], want)
+    for src, res in enumerate(per_rank):
+        # the gradient of each row sent is the weight its receiver gave it
+        want = torch.cat([dst_res["w"][sum(range(1, src + 1)):sum(range(1, src + 2))] for dst_res in per_rank])
+        assert torch.equal(res["grad"], want)
