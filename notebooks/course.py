@@ -353,9 +353,14 @@ def tp_plot_gpus_needed(needed: dict, contexts: list, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    for name, counts in needed.items():
-        ax.step([t // 1024 for t in contexts], counts, where="post", label=name)
-    ax.set(xscale="log", yscale="log", xlabel="context (k tokens), batch 1, bf16", ylabel="80 GB GPUs needed")
+    styles = ["-", "--", ":"]   # lines that coincide stay visible: wide solid under narrower dashes
+    for k, (name, counts) in enumerate(needed.items()):
+        ax.step(range(len(contexts)), counts, where="post", label=name, linestyle=styles[k % 3], linewidth=4 - k)
+    ax.set_yscale("log", base=2)
+    ticks = sorted({c for counts in needed.values() for c in counts})
+    ax.set_yticks(ticks, [str(c) for c in ticks])
+    ax.set_xticks(range(len(contexts)), [f"{t // 1024}k" for t in contexts])
+    ax.set(xlabel="context (tokens), batch 1, bf16", ylabel="80 GB GPUs needed")
     ax.set_title(title, fontsize=10)
     ax.legend()
     plt.show()
