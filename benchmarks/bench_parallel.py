@@ -1,5 +1,6 @@
 """Tensor-parallel decode on this CPU: tokens per second at 1 and 2 ranks (gloo), bytes all-reduced per
-token measured against the formula, and the parameter bytes and peak memory of each rank.
+token measured against the formula (the payload handed to the collectives, and the bytes each rank's
+process really wrote to its sockets against the ring algorithm's 2 (w-1)/w), and the parameter bytes and peak memory of each rank.
 
     python benchmarks/bench_parallel.py [--new-tokens 32 --worlds 1 2 --skip-large]
 
@@ -43,6 +44,23 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def bytes_written() -> int | None:
+    """Bytes this process has written, sockets included (Linux's /proc/self/io); gloo's messages go
+    through TCP sockets, so this is what a rank really sent. None where /proc is missing."""
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def ring_bytes_sent(config, world, dtype_bytes=4) -> float:
+    """What one rank sends for one token in a ring: 2 (w-1)/w of each all-reduce's payload, and (w-1)/w of
+    the gathered logits."""
+    formula = parallel.all_reduce_bytes_per_token(config, dtype_bytes)
+    return (world - 1) / world * (2 * formula["all_reduce_bytes"] + formula["all_gather_bytes"])
+
+
 def decode_on_rank(rank, world, folder, new_tokens, rounds):
     """One rank: load its shard, count the collectives of one decode step, time greedy decoding."""
     import torch.distributed as dist
@@ -51,7 +69,7 @@ def decode_on_rank(rank, world, folder, new_tokens, rounds):
     model = minicohere.from_pretrained(folder, progress=False, tensor_parallel=tp)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     ids = torch.randint(10, model.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0))
-    payload = {"all_reduce": 0, "all_gather": 0}
+    payload = {"all_reduce": 0, "all_gather": 0, "sent": None}
     if tp:  # the bytes of one decode step's collectives (a forward of one token after the prompt)
         saved = dist.all_reduce, dist.all_gather
 
@@ -64,9 +82,13 @@ def decode_on_rank(rank, world, folder, new_tokens, rounds):
             return saved[1](parts, t, *a, **k)
 
         dist.all_reduce, dist.all_gather = reduce, gather
+        before = bytes_written()
         with torch.no_grad():
             model(ids[:, :1])
+        after = bytes_written()
         dist.all_reduce, dist.all_gather = saved
+        if before is not None and after is not None:
+            payload["sent"] = after - before
     minicohere.generate(model, ids, max_new_tokens=4, eos_token_id=None)  # warm-up
     times = []
     for _ in range(rounds):
@@ -102,8 +124,8 @@ def main():
         minicohere.CohereForCausalLM(config).save_pretrained(tmp.name)
         models["random 1024-wide, 8 layers"] = tmp.name
     print(f"| model | ranks | decode tok/s | param MB per rank | peak RSS MB per rank | all-reduce B/token "
-          f"(formula) | all-gather B/token (formula) | tokens equal |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"(formula) | all-gather B/token (formula) | B sent per rank per token (ring formula) | tokens equal |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, folder in models.items():
         first = None
         for world in args.worlds:
@@ -115,11 +137,12 @@ def main():
                 formula = parallel.all_reduce_bytes_per_token(r0["config"], dtype_bytes=4)
                 reduce = f"{r0['payload']['all_reduce']} ({formula['all_reduce_bytes']})"
                 gather = f"{r0['payload']['all_gather']} ({formula['all_gather_bytes']})"
+                sent = f"{r0['payload']['sent']} ({ring_bytes_sent(r0['config'], world):.0f})"
             else:
-                reduce = gather = "-"
+                reduce = gather = sent = "-"
             tok_s = args.new_tokens / max(r["seconds"] for r in results)
             print(f"| {label} | {world} | {tok_s:.1f} | {r0['param_bytes'] / 1e6:.1f} | "
-                  f"{max(r['peak_rss'] for r in results) / 1e6:.0f} | {reduce} | {gather} | {same} |", flush=True)
+                  f"{max(r['peak_rss'] for r in results) / 1e6:.0f} | {reduce} | {gather} | {sent} | {same} |", flush=True)
     tmp.cleanup()
 
 

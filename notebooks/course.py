@@ -250,3 +250,117 @@ def plot_pair_turns(freqs, pairs=(0, 3), positions=20):
 # ---------------------------------------------------------------------------------------------------
 # Plots of chapters 16-17
 # ---------------------------------------------------------------------------------------------------
+
+def tp_run_on_ranks(fn, world_size: int, *args, timeout: float = 120.0) -> list:
+    """Run `fn(rank, world_size, *args)` in `world_size` processes joined by a gloo process group on this
+    machine, and return each rank's result in rank order (chapter 16).
+
+    The processes are *forked* from this one, so `fn`, and everything it calls, may be defined in notebook
+    cells: each rank starts with a copy of the notebook's functions, models and tensors (copied only where
+    a rank writes to them). minicohere's `parallel.run_on_ranks` spawns fresh interpreters instead, which
+    need `fn` in an importable module. Fork is what Linux offers by default; macOS has it too.
+    """
+    import datetime
+    import multiprocessing as mp
+    import pickle
+    import traceback
+
+    import torch.distributed as dist
+    from minicohere.parallel import free_port
+
+    ctx = mp.get_context("fork")
+    pipes = [ctx.Pipe(duplex=False) for _ in range(world_size)]   # (reader, writer), one per rank
+    port = free_port()
+
+    def rank_main(rank):
+        torch.set_num_threads(1)
+        # a rank that fails leaves the others waiting in a collective: the timeout turns that into an error
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world_size, timeout=datetime.timedelta(seconds=timeout))
+        try:
+            answer = ("ok", fn(rank, world_size, *args))
+        except BaseException as e:  # handed to the notebook, which raises it
+            answer = ("failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        dist.destroy_process_group()
+        # plain pickle, by value: multiprocessing's own would share tensor memory through a file
+        # descriptor that dies with this process
+        pipes[rank][1].send_bytes(pickle.dumps(answer))
+
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a process that has threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        procs = [ctx.Process(target=rank_main, args=(r,), daemon=True) for r in range(world_size)]
+        for proc in procs:
+            proc.start()
+    answers = []
+    for rank, (reader, _) in enumerate(pipes):
+        answers.append(pickle.loads(reader.recv_bytes()) if reader.poll(timeout) else ("failed", f"no answer within {timeout} s"))
+    for proc in procs:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    failed = [f"rank {rank}: {what}" for rank, (status, what) in enumerate(answers) if status != "ok"]
+    if failed:
+        raise RuntimeError("tensor-parallel ranks failed:\n" + "\n".join(failed))
+    return [what for _, what in answers]
+
+
+def _bytes_written() -> int | None:
+    """Bytes this process has handed to write()-like calls, sockets included (Linux's /proc/self/io)."""
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
+    except (OSError, StopIteration):
+        return None
+
+
+class tp_count_collectives:
+    """`with course.tp_count_collectives() as calls:` counts the all-reduces and all-gathers this rank makes
+    inside the block, the bytes of the tensors it hands them (`payload_bytes`: for an all-gather, the
+    slice it contributes) and, on Linux, the bytes the process actually sent (`sent_bytes`: gloo writes its
+    messages to TCP sockets, and /proc/self/io counts every byte written; None elsewhere)."""
+
+    def __enter__(self):
+        import torch.distributed as dist
+
+        self.calls = {"all_reduce": 0, "all_gather": 0, "payload_bytes": 0, "sent_bytes": None}
+        self.saved = dist.all_reduce, dist.all_gather
+
+        def counted(kind, collective, payload):
+            def call(*args, **kwargs):
+                self.calls[kind] += 1
+                self.calls["payload_bytes"] += payload(*args).numel() * payload(*args).element_size()
+                return collective(*args, **kwargs)
+            return call
+
+        dist.all_reduce = counted("all_reduce", self.saved[0], lambda t, *rest: t)
+        dist.all_gather = counted("all_gather", self.saved[1], lambda parts, t, *rest: t)
+        self.start = _bytes_written()
+        return self.calls
+
+    def __exit__(self, *exc):
+        import torch.distributed as dist
+
+        end = _bytes_written()
+        dist.all_reduce, dist.all_gather = self.saved
+        if self.start is not None and end is not None:
+            self.calls["sent_bytes"] = end - self.start
+        return False
+
+
+def tp_plot_gpus_needed(needed: dict, contexts: list, title: str) -> None:
+    """Chapter 16: for each model ({name: GPUs needed at each context}), a step of the GPU count against the
+    context length. The title states the finding."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    styles = ["-", "--", ":"]   # lines that coincide stay visible: wide solid under narrower dashes
+    for k, (name, counts) in enumerate(needed.items()):
+        ax.step(range(len(contexts)), counts, where="post", label=name, linestyle=styles[k % 3], linewidth=4 - k)
+    ax.set_yscale("log", base=2)
+    ticks = sorted({c for counts in needed.values() for c in counts})
+    ax.set_yticks(ticks, [str(c) for c in ticks])
+    ax.set_xticks(range(len(contexts)), [f"{t // 1024}k" for t in contexts])
+    ax.set(xlabel="context (tokens), batch 1, bf16", ylabel="80 GB GPUs needed")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    plt.show()

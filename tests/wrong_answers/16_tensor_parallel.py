@@ -2,12 +2,18 @@
 
 WRONG = {
     "ex-16-1": [
-        # the parallel block's count: the second all-reduce of a sequential layer is forgotten
-        'return (c["layers"] + 1) * c["hidden"] * dtype_bytes',
-        # two per layer, but the embedding's all-reduce is forgotten
-        'return 2 * c["layers"] * c["hidden"] * dtype_bytes',
-        # bf16 hard-coded: the bytes per number are ignored
-        'return (2 * c["layers"] + 1) * c["hidden"] * 2',
+        # the winning rank's index within its own slice, not the token id: the rank's offset is forgotten
+        "best = max(range(len(tops)), key=lambda r: tops[r][0])\n"
+        "return tops[best][1]",
+        # ties go to the last rank holding the top score (>=), where argmax keeps the first
+        "best = 0\n"
+        "for r, (score, i) in enumerate(tops):\n"
+        "    if score >= tops[best][0]:\n"
+        "        best = r\n"
+        "return best * rows + tops[best][1]",
+        # the offset counted in ranks, not in vocabulary rows
+        "best = max(range(len(tops)), key=lambda r: tops[r][0])\n"
+        "return best * len(tops) + tops[best][1]",
     ],
     "ex-16-2": [
         # round robin: kv heads dealt out like cards, not by the query heads a rank computes
