@@ -232,6 +232,23 @@ def plot_pair_turns(freqs, pairs=(0, 3), positions=20):
     return turned
 
 
+def plot_histograms(panels, title, bins=40):
+    """One histogram per {name: tensor}, side by side on a shared y axis; each panel's title gives its mean.
+
+    `title` states what the panels show (chapter 03: LayerNorm centres the values, RMSNorm keeps the shift).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(8, 2.4), sharey=True)
+    for ax, (name, values) in zip(axes, panels.items()):
+        values = values.detach().flatten().float()
+        ax.hist(values.numpy(), bins=bins)
+        ax.set_title(f"{name}: mean {round(values.mean().item(), 2) + 0.0:.2f}", fontsize=9)  # + 0.0: no "-0.00"
+    fig.suptitle(title, fontsize=9)
+    plt.tight_layout()
+    plt.show()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Plots of chapters 08-11 (add below; keep this block's helpers here)
 # ---------------------------------------------------------------------------------------------------
