@@ -232,6 +232,246 @@ def plot_pair_turns(freqs, pairs=(0, 3), positions=20):
     return turned
 
 
+def plot_histograms(panels, title, bins=40, show_mean=True, xlabel=None):
+    """One histogram per {name: tensor}, side by side on a shared y axis; each panel's title gives its mean.
+
+    `title` states what the panels show (chapter 03: LayerNorm centres the values, RMSNorm keeps the shift).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(8, 2.4), sharey=True)
+    for ax, (name, values) in zip(axes, panels.items()):
+        values = values.detach().flatten().float()
+        ax.hist(values.numpy(), bins=bins)
+        mean = round(values.mean().item(), 2) + 0.0                        # + 0.0: no "-0.00"
+        ax.set_title(f"{name}: mean {mean:.2f}" if show_mean else name, fontsize=9)
+        if xlabel:
+            ax.set_xlabel(xlabel)
+    fig.suptitle(title, fontsize=9)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_architecture_map():
+    """Chapter 00's map of the forward pass: one box per component, with the chapter and minicohere's name."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+
+    def box(x, y, w, text, color, name):
+        ax.add_patch(plt.Rectangle((x - w / 2, y - 0.22), w, 0.44, color=color, alpha=0.3))
+        ax.text(x, y + 0.07, text, ha="center", va="center", fontsize=9)
+        ax.text(x, y - 0.11, name, ha="center", va="center", fontsize=7, family="monospace", color="dimgray")
+
+    boxes = [(2, 0.3, 2.2, "token ids", "gray", "input_ids [B, T]"),
+             (2, 1.1, 2.6, "embedding (02)", "C0", "model.embed_tokens"),
+             (2, 2.0, 2.6, "LayerNorm (03)", "C1", "input_layernorm"),
+             (1.15, 3.0, 1.7, "attention + RoPE (04, 05)", "C2", "self_attn"),
+             (3.0, 3.0, 1.6, "SwiGLU MLP (06)", "C3", "mlp"),
+             (2, 4.1, 2.4, "x + attention + MLP", "gray", "the parallel block"),
+             (2, 5.2, 2.6, "final LayerNorm (03)", "C1", "model.norm"),
+             (2, 6.0, 3.4, "tied head x logit_scale (02, 07)", "C0", "lm_head = embed_tokens"),
+             (2, 6.8, 2.2, "logits", "gray", "[B, T, vocab]")]
+    for b in boxes:
+        box(*b)
+    ax.add_patch(plt.Rectangle((0.1, 1.6), 3.8, 3.1, fill=False, linestyle="--"))
+    ax.text(3.85, 4.55, "x num_hidden_layers (06)", ha="right", fontsize=8)
+    for x0, y0, x1, y1 in [(2, 0.52, 2, 0.88), (2, 1.32, 2, 1.78), (2, 2.22, 1.15, 2.78), (2, 2.22, 3.0, 2.78),
+                           (1.15, 3.22, 1.9, 3.88), (3.0, 3.22, 2.1, 3.88), (2, 4.32, 2, 4.98), (2, 5.42, 2, 5.78),
+                           (2, 6.22, 2, 6.58)]:
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="->", lw=1))
+    ax.annotate("", xy=(0.2, 4.0), xytext=(0.2, 1.9), arrowprops=dict(arrowstyle="->", lw=1, color="gray"))
+    ax.text(0.13, 2.9, "residual", rotation=90, fontsize=7, color="gray", va="center")
+    ax.set_xlim(0, 4)
+    ax.set_ylim(0, 7.1)
+    ax.axis("off")
+    ax.set_title("Command-R's forward pass: one LayerNorm feeds attention and MLP in parallel")
+    plt.show()
+
+
+def plot_paired_bars(pairs, labels, title, ylabel="count"):
+    """Two bars per name from {name: (a, b)}: `labels` names a and b (chapter 01: bytes and tokens per text)."""
+    import matplotlib.pyplot as plt
+
+    names = list(pairs)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    x = np.arange(len(names))
+    for k, (offset, label) in enumerate(zip((-0.2, 0.2), labels)):
+        ax.bar(x + offset, [pairs[n][k] for n in names], width=0.4, label=label)
+    ax.set_xticks(x.tolist(), names, rotation=30, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(0, 1.3 * max(max(v) for v in pairs.values()))
+    ax.legend(ncol=2, fontsize=8, loc="upper center")
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_similarity_maps(maps, words, title, limit=0.4):
+    """One heat map per {panel title: square similarity matrix}, rows and columns labelled with `words`."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(maps), figsize=(10, 4.6))
+    for ax, (name, sim) in zip(axes, maps.items()):
+        image = ax.imshow(sim.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_xticks(range(len(words)), words, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(words)), words, fontsize=6)
+        ax.set_title(name, fontsize=9)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="cosine similarity")
+    fig.suptitle(title, fontsize=9)
+    plt.show()
+
+
+def plot_kv_groups(schemes, query_heads, title):
+    """One strip per {name: kv heads}: each of `query_heads` squares coloured by the kv head it reads."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(schemes), 1, figsize=(8, 3))
+    for ax, (name, n_kv) in zip(axes, schemes.items()):
+        group = query_heads // n_kv
+        kv_of = torch.arange(query_heads) // group
+        ax.imshow(kv_of[None].numpy() % 10, cmap="tab10", vmin=0, vmax=9, aspect="auto")
+        for boundary in range(group, query_heads, group):
+            ax.axvline(boundary - 0.5, color="white", lw=1.5)
+        if n_kv <= 8 and group > 1:
+            for j in range(n_kv):
+                ax.text(j * group + group / 2 - 0.5, 0, f"kv {j}", ha="center", va="center", fontsize=8)
+        ax.set_yticks([])
+        ax.set_xticks(range(0, query_heads + 1, 8))
+        ax.set_title(name, fontsize=9)
+    axes[-1].set_xlabel("query head")
+    fig.suptitle(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_attention_maps(attentions, heads, group, title):
+    """Attention weights [query, key] of `heads` in every layer of `attentions` (batch 0), one row per layer."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(attentions), len(heads), figsize=(8, 2.4 * len(attentions)), squeeze=False)
+    for layer, weights in enumerate(attentions):
+        for j, head in enumerate(heads):
+            ax = axes[layer, j]
+            ax.imshow(weights[0, head].detach().numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {layer}, head {head} (kv {head // group})", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax in axes[:, 0]:
+        ax.set_ylabel("query token", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("key token", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_horizontal_bars(values, xlabel, title, colors=None):
+    """One horizontal bar per {name: value}, top to bottom in the dict's order."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(values) + 0.8))
+    ax.barh(list(values), list(values.values()), color=colors)
+    ax.set_xlabel(xlabel)
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_curves(curves, xlabel, ylabel, title, x=None, log_y=False, log_x=False, marks=(), hline=None):
+    """One line per {label: y values} (against `x`, or the index); `marks` are (x, label) vertical lines and
+    `hline` a (y, label) horizontal one (chapters 04, 06, 07)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for label, y in curves.items():
+        xs = np.arange(len(y)) if x is None else np.asarray(x)
+        ax.plot(xs, np.asarray(y), label=label, lw=2 if len(curves) <= 2 else 1.5)
+    if log_y:
+        ax.set_yscale("log")
+    if log_x:
+        ax.set_xscale("log")
+    for k, (at, label) in enumerate(marks):
+        ax.axvline(at, ls="--", lw=1, color=f"C{k + 1}", label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="gray", ls=":", label=hline[1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_block_diagrams(title):
+    """Chapter 06: Command-R's parallel block beside Llama's sequential one."""
+    import matplotlib.pyplot as plt
+
+    def box(ax, center, text, color):
+        ax.add_patch(plt.Rectangle((center[0] - 0.42, center[1] - 0.15), 0.84, 0.3, color=color, alpha=0.35))
+        ax.text(*center, text, ha="center", va="center", fontsize=8)
+
+    def arrow(ax, start, end):
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", lw=1))
+
+    def skip(ax, y0, y1, left):
+        # the residual path: around the boxes, from the stream at y0 back into the sum at y1
+        side, edge = (-0.6, 0.08) if left else (1.6, 0.92)
+        ax.plot([edge, side, side], [y0, y0, y1], color="gray", lw=1, ls="--")
+        ax.annotate("", xy=(edge, y1), xytext=(side, y1), arrowprops=dict(arrowstyle="->", lw=1, ls="--", color="gray"))
+        ax.text(side + (0.04 if left else -0.04), (y0 + y1) / 2, "residual", fontsize=7, color="gray", rotation=90,
+                ha="left" if left else "right", va="center")
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    ax = axes[0]
+    for center, text, color in [((0.5, 0.2), "x", "gray"), ((0.5, 0.85), "LayerNorm", "C0"),
+                                ((0.0, 1.6), "attention", "C1"), ((1.0, 1.6), "MLP", "C2"),
+                                ((0.5, 2.4), "x + attn + mlp", "gray")]:
+        box(ax, center, text, color)
+    for start, end in [((0.5, 0.35), (0.5, 0.7)), ((0.5, 1.0), (0.0, 1.45)), ((0.5, 1.0), (1.0, 1.45)),
+                       ((0.0, 1.75), (0.4, 2.25)), ((1.0, 1.75), (0.6, 2.25))]:
+        arrow(ax, start, end)
+    skip(ax, 0.2, 2.4, left=True)
+    ax.set_title("Command-R: parallel (one norm)", fontsize=9)
+    ax = axes[1]
+    steps = [("x", "gray"), ("LayerNorm 1", "C0"), ("attention", "C1"), ("x + attn", "gray"),
+             ("LayerNorm 2", "C0"), ("MLP", "C2"), ("x + attn + mlp", "gray")]
+    for i, (text, color) in enumerate(steps):
+        box(ax, (0.5, 0.2 + 0.37 * i), text, color)
+        if i:
+            arrow(ax, (0.5, 0.2 + 0.37 * (i - 1) + 0.15), (0.5, 0.2 + 0.37 * i - 0.15))
+    skip(ax, 0.2, 0.2 + 0.37 * 3, left=False)
+    skip(ax, 0.2 + 0.37 * 3, 0.2 + 0.37 * 6, left=False)
+    ax.set_title("Llama: sequential (two norms)", fontsize=9)
+    for ax in axes:
+        ax.set_xlim(-0.7, 1.7)
+        ax.set_ylim(0, 2.65)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_stacked_bars(parts, xlabel, title, colors=None):
+    """One horizontal bar per name of {name: {part: value}}, its parts stacked left to right."""
+    import matplotlib.pyplot as plt
+
+    names = list(parts)
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    left = [0.0] * len(names)
+    for k, part in enumerate(parts[names[0]]):
+        values = [parts[n][part] for n in names]
+        ax.barh(names, values, left=left, label=part, color=None if colors is None else colors[k])
+        left = [a + b for a, b in zip(left, values)]
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    plt.tight_layout()
+    plt.show()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Plots of chapters 08-11 (add below; keep this block's helpers here)
 # ---------------------------------------------------------------------------------------------------

@@ -12,11 +12,12 @@ _RMS = (
 
 WRONG = {
     "ex-03-1": [
-        # one LayerNorm over the whole row of heads * head_dim, then the weights
-        "return layer_norm(q, torch.ones(q.shape[-1])) * weight.flatten()",
-        # per head, but the weight's axes read the wrong way round (head_dim by heads)
-        "split = q.unflatten(-1, tuple(weight.shape))\n"
-        "return layer_norm(split, weight.T.reshape(weight.shape), eps).flatten(-2)",
+        # eps forgotten: LayerNorm always gives unit scale
+        "return torch.ones_like(std)",
+        # eps added to the standard deviation instead of the variance
+        "return std / (std + eps)",
+        # the square root forgotten
+        "return std ** 2 / (std ** 2 + eps)",
     ],
     "ex-03-2": [
         # only the blocks' norms are swapped: the final norm keeps subtracting the mean
@@ -45,5 +46,13 @@ WRONG = {
         "g = weight * upstream\n"
         "grad_x = inv_std * (g - g.mean(dim=-1, keepdim=True) - xhat * (g * xhat).mean(dim=-1, keepdim=True))\n"
         "return grad_x, (upstream * x).sum(dim=0)",
+    ],
+    "ex-03-2b": [
+        # the first-order answer: the gap equals the ratio
+        "return r.clone()",
+        # only the mean's share counted; the centred part's shrink forgotten
+        "return r / (1 + r ** 2) ** 0.5",
+        # only the centred part's shrink counted; the mean's own share forgotten
+        "return 1 - 1 / (1 + r ** 2) ** 0.5",
     ],
 }
