@@ -629,8 +629,9 @@ def held_bytes(module):
 
 def sliding_mask(T, window):
     """[T, T] booleans, True where query i may look at key j: causal and at most window - 1 tokens back."""
-    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
-    return (j <= i) & (j > i - window)
+    positions = torch.arange(T)
+    back = positions.view(-1, 1) - positions.view(1, -1)       # how far key j lies behind query i
+    return (back >= 0) & (back < window)
 
 
 def layer_masks(model, T, cache=None):
@@ -681,7 +682,8 @@ class WindowedCache:
             self.seq_len += n
         if self.layer_types[layer] == "full_attention":
             if self.keys[layer] is not None:
-                k, v = torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
+                k = torch.cat((self.keys[layer], k), 2)
+                v = torch.cat((self.values[layer], v), 2)
             self.keys[layer], self.values[layer] = k, v
             return k, v
         if self.keys[layer] is None:
