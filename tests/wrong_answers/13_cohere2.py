@@ -6,9 +6,13 @@ _SWAP = ("ids = torch.randint(4, 96, (1, T), generator=torch.Generator().manual_
 WRONG = {
     "ex-13-1": [
         # a window of W reaches W tokens back, not W - 1
-        "return num_layers * window\n",
-        # the layers' reaches taken as not adding up
-        "return window - 1\n",
+        "if 'full_attention' in layer_types:\n"
+        "    return context - 1\n"
+        "return min(len(layer_types) * window, context - 1)\n",
+        # the global layer forgotten: only the windows add up
+        "return min(len(layer_types) * (window - 1), context - 1)\n",
+        # only the sliding layers counted, as if a global layer added nothing
+        "return min(sum(kind == 'sliding_attention' for kind in layer_types) * (window - 1), context - 1)\n",
     ],
     "ex-13-2": [
         # every position's logits compared: position 0 sees the swap in any model, at n = 1
