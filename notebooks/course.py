@@ -481,6 +481,89 @@ def plot_stacked_bars(parts, xlabel, title, colors=None):
 # Plots of chapters 12-14
 # ---------------------------------------------------------------------------------------------------
 
+def plot_rounding_error(error_in_steps, title):
+    """Histogram of rounding errors measured in quantization steps (chapter 12)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.hist(error_in_steps.flatten().numpy(), bins=50, range=(-0.6, 0.6))
+    ax.set_xlabel("rounding error / scale")
+    ax.set_ylabel("weights")
+    ax.set_title(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_levels(normed, levels, even, title):
+    """Weights (scaled into [-1, 1]) as a grey histogram, with two sets of 4-bit levels drawn over it."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.hist(normed.numpy(), bins=80, color="lightgray")
+    for v in levels:
+        ax.axvline(float(v), color="tab:blue", lw=0.8)
+    for v in even:
+        ax.axvline(float(v), color="tab:orange", lw=0.8, ls=":")
+    ax.set_xlabel("weight / absmax of its block of 64 (blue: NF4 levels, orange dotted: evenly spaced)")
+    ax.set_title(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_masks(masks, title):
+    """Boolean [T, T] masks side by side, {panel title: mask} (chapter 13)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(masks), figsize=(4 * len(masks), 3.4))
+    for ax, (name, m) in zip(axes, masks.items()):
+        ax.imshow(m.numpy(), cmap="Blues", vmin=0, vmax=1.3)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("key position")
+    axes[0].set_ylabel("query position")
+    fig.suptitle(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_cache_growth(contexts, gib, window, title):
+    """KV cache size against context, one line per model ({name: [GiB per context]}); dashed lines for names
+    starting with c4ai-command-r- (all layers global), a grey line at the window (chapter 13)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    k = [c // 1024 for c in contexts]
+    for name, sizes in gib.items():
+        ax.plot(k, sizes, "--" if name.startswith("c4ai-command-r-") else "-", marker="o", label=name)
+    ax.axvline(window // 1024, color="gray", lw=0.8)
+    ax.text(window // 1024 * 1.07, 0.6 * max(max(v) for v in gib.values()), f"window {window}", fontsize=8, color="gray")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(k, [f"{c}k" for c in k])
+    ax.set_xlabel("context (tokens)")
+    ax.set_ylabel("KV cache, GiB (bf16)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+
+
+
+def plot_finetuning(curves, right, total, title):
+    """Training losses ({label: losses}) on the left, held-out right answers ({run: count}) on the right."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, bars) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for (label, losses), style in zip(curves.items(), ["-", "--", ":"]):
+        left.plot(losses, style, label=label)
+    left.set_xlabel("step")
+    left.set_ylabel("training loss, chatbot tokens")
+    left.legend()
+    bars.bar(range(len(right)), list(right.values()))
+    bars.set_xticks(range(len(right)), list(right), fontsize=8)
+    bars.set_ylabel(f"held-out answers right (of {total})")
+    fig.suptitle(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+
 
 # ---------------------------------------------------------------------------------------------------
 # Plots of chapter 15

@@ -519,3 +519,180 @@ def load_model(folder, dtype=torch.float32):
 # ---------------------------------------------------------------------------------------------------
 # Chapters 12-13: the quantized layer and cohere2 (add below)
 # ---------------------------------------------------------------------------------------------------
+
+# Chapter 12: quantized linear layers (swap them into your model with `swap_linears`)
+
+def pack_pairs(q):
+    """[N, K] levels 0..15, K even -> [N, K // 2] bytes: inputs 2i and 2i + 1 share byte i, 2i in the low bits."""
+    q = q.to(torch.uint8)
+    return q[:, 0::2] | (q[:, 1::2] << 4)
+
+
+def unpack_pairs(packed):
+    """The inverse of `pack_pairs`."""
+    return torch.stack([packed & 15, packed >> 4], dim=-1).flatten(-2)
+
+
+class MyInt8Linear(nn.Module):
+    """int8 weights, one bf16 scale per output row (absmax / 127), dequantized before the multiply."""
+
+    def __init__(self, weight):
+        super().__init__()
+        scale = (weight.abs().amax(dim=1) / 127).to(torch.bfloat16)
+        self.register_buffer("q", (weight / scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
+
+    @property
+    def weight(self):                       # rebuilt from the integers: chapter 06's MLP reads .weight
+        return self.q.float() * self.scale.float()[:, None]
+
+    def forward(self, x):
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+class MyInt4Linear(nn.Module):
+    """Asymmetric int4 in groups of `group_size` inputs (a bf16 scale and offset each), two levels a byte."""
+
+    def __init__(self, weight, group_size=64):
+        super().__init__()
+        N, K = weight.shape
+        g = F.pad(weight.float(), (0, -K % group_size)).view(N, -1, group_size)   # zeros fill the last group
+        lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+        scale = ((hi - lo) / 15).clamp(min=1e-12).to(torch.bfloat16)
+        offset = (lo + 8 * scale.float()).to(torch.bfloat16)
+        q = ((g - offset.float()) / scale.float()).round().add(8).clamp(0, 15)
+        self.register_buffer("packed", pack_pairs(q.view(N, -1)))
+        self.register_buffer("scale", scale)
+        self.register_buffer("offset", offset)
+        self.in_features, self.out_features = K, N
+
+    @property
+    def weight(self):
+        q = unpack_pairs(self.packed).float().view(*self.scale.shape[:2], -1)
+        return ((q - 8) * self.scale.float() + self.offset.float()).flatten(1)[:, :self.in_features]
+
+    def forward(self, x):
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+def nf4_levels(tail=0.9677083):
+    """QLoRA's 16 NF4 levels: normal quantiles, 8 above zero, 7 below, zero itself, scaled to [-1, 1]."""
+    ndtri = torch.special.ndtri
+    pos = ndtri(torch.linspace(tail, 0.5, 9, dtype=torch.float64)[:-1])
+    neg = -ndtri(torch.linspace(tail, 0.5, 8, dtype=torch.float64)[:-1])
+    levels = torch.cat([pos, torch.zeros(1, dtype=torch.float64), neg]).sort().values
+    return (levels / levels.abs().max()).float()
+
+
+class MyNF4Linear(nn.Module):
+    """NF4: each weight / absmax of its block of 64 inputs to the nearest level, two codes a byte, fp32 absmax.
+    The weight is rebuilt at every call; gradients flow to the input, never to the frozen codes (QLoRA)."""
+
+    def __init__(self, weight, block=64):
+        super().__init__()
+        N, K = weight.shape
+        if K % block:
+            raise ValueError(f"a weight of {K} inputs is not a whole number of NF4 blocks of {block}")
+        self.register_buffer("levels", nf4_levels(), persistent=False)
+        blocks = weight.detach().float().view(N, K // block, block)
+        absmax = blocks.abs().amax(-1, keepdim=True).clamp(min=1e-12)
+        codes = ((blocks / absmax)[..., None] - self.levels).abs().argmin(-1)
+        self.register_buffer("packed", pack_pairs(codes.view(N, K)))
+        self.register_buffer("absmax", absmax)
+        self.in_features, self.out_features = K, N
+
+    @property
+    def weight(self):
+        levels = self.levels[unpack_pairs(self.packed).long()]
+        return (levels.view(*self.absmax.shape[:2], -1) * self.absmax).flatten(1)
+
+    def forward(self, x):
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+def swap_linears(module, make):
+    """Replace, in place, every nn.Linear below `module` by make(its weight); returns `module`."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, make(child.weight.detach()))
+        else:
+            swap_linears(child, make)
+    return module
+
+
+def held_bytes(module):
+    """Bytes of every parameter and buffer (a tied tensor once): what the model keeps in memory."""
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+# Chapter 13: cohere2 (sliding-window layers with RoPE, global NoPE layers, the ring cache)
+
+def sliding_mask(T, window):
+    """[T, T] booleans, True where query i may look at key j: causal and at most window - 1 tokens back."""
+    positions = torch.arange(T)
+    back = positions.view(-1, 1) - positions.view(1, -1)       # how far key j lies behind query i
+    return (back >= 0) & (back < window)
+
+
+def layer_masks(model, T, cache=None):
+    """{layer type: mask} for T new tokens: chapter 08's offset causal mask for full layers, the band for
+    sliding ones. With a WindowedCache one new token sees every key the ring hands back (one True that
+    broadcasts); a prompt goes into an empty cache."""
+    full = model.mask(T, cache)
+    past = cache.seq_len if cache is not None else 0
+    if T == 1:
+        return {"full_attention": full, "sliding_attention": torch.ones(1, 1, dtype=torch.bool, device=full.device)}
+    if past:
+        raise ValueError(f"a prompt goes into an empty cache, then one token per call; got {T} tokens after {past}")
+    window = sliding_mask(T, model.config.sliding_window).to(full.device)
+    return {"full_attention": full, "sliding_attention": window}
+
+
+class MyCohere2ForCausalLM(MyCachedCohereForCausalLM):
+    """Chapter 08's cached model with cohere2's layer pattern (`config.layer_types`): a sliding layer turns q
+    and k by RoPE and sees the last `sliding_window` keys; a full layer turns them by the angle zero (NoPE:
+    cos 1, sin 0) and sees every key. Caches: None, or a WindowedCache."""
+
+    def forward(self, input_ids, cache=None, labels=None):
+        self.check_cache(cache)
+        T = input_ids.shape[1]
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = (t.to(x.dtype) for t in cos_sin(self.positions(T, cache), self.inv_freq))
+        turns = {"sliding_attention": (cos, sin), "full_attention": (torch.ones_like(cos), torch.zeros_like(sin))}
+        masks = layer_masks(self, T, cache)
+        for layer, kind in zip(self.model.layers, self.config.layer_types):
+            x = layer(x, *turns[kind], masks[kind], cache)
+        logits = self.lm_head(self.model.norm(x)) * self.config.logit_scale
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(logits=logits, loss=loss)
+
+
+class WindowedCache:
+    """Per layer: a ring of `window` slots for sliding layers (token p in slot p mod window), a growing cache
+    for full layers. `seq_len` counts the positions stored; it advances when the last layer has written."""
+
+    def __init__(self, layer_types, window):
+        self.layer_types, self.window = list(layer_types), window
+        self.keys, self.values = [None] * len(layer_types), [None] * len(layer_types)
+        self.seq_len = 0
+
+    def update(self, layer, k, v):
+        start, n = self.seq_len, k.shape[2]
+        if layer == len(self.layer_types) - 1:
+            self.seq_len += n
+        if self.layer_types[layer] == "full_attention":
+            if self.keys[layer] is not None:
+                k = torch.cat((self.keys[layer], k), 2)
+                v = torch.cat((self.values[layer], v), 2)
+            self.keys[layer], self.values[layer] = k, v
+            return k, v
+        if self.keys[layer] is None:
+            self.keys[layer] = k.new_zeros(*k.shape[:2], self.window, k.shape[3])
+            self.values[layer] = v.new_zeros(*v.shape[:2], self.window, v.shape[3])
+        keep = min(n, self.window)                    # of a long prompt, only its last `window` tokens stay
+        slots = torch.arange(start + n - keep, start + n) % self.window
+        self.keys[layer][:, :, slots], self.values[layer][:, :, slots] = k[:, :, n - keep:], v[:, :, n - keep:]
+        if n > 1:                                     # a prompt attends to itself, under the band mask
+            return k, v
+        filled = min(start + 1, self.window)
+        return self.keys[layer][:, :, :filled], self.values[layer][:, :, :filled]

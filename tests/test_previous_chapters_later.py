@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import FAMILY, REPO, reference_model, rel_err
+from conftest import FAMILY, REPO, reference_model, rel_err, scramble
 
 sys.path.insert(0, str(REPO / "notebooks"))
 import previous_chapters as pc  # noqa: E402
@@ -109,3 +109,85 @@ def test_loader_names_a_checkpoint_of_another_model_type(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(ValueError, match="model_type 'llama'"):
         pc.load_model(tmp_path)
+
+
+# ---- chapters 12-13: the quantized layers, the cohere2 model and its ring cache ----
+
+def test_quantized_layers_hold_minicohere_integers():
+    from minicohere import quant
+
+    w = torch.randn(64, 704, generator=torch.Generator().manual_seed(8))      # 704: a ragged last group of 128
+    for group_size in (64, 128):
+        q, scale, offset = quant.quantize_int4(w, group_size)
+        layer = pc.MyInt4Linear(w, group_size)
+        assert torch.equal(pc.unpack_pairs(layer.packed), q)
+        assert torch.equal(layer.weight, quant.dequantize_int4(q, scale, offset)[:, :704])
+    codes, absmax = quant.quantize_nf4(w)
+    assert torch.equal(pc.unpack_pairs(pc.MyNF4Linear(w).packed), codes)
+    assert torch.equal(pc.MyInt8Linear(w).q, quant.Int8Linear(w).qweight)
+    assert (pc.nf4_levels() - quant.NF4_LEVELS).abs().max() < 1e-6
+
+
+def test_nf4_layer_names_a_weight_that_is_not_whole_blocks():
+    with pytest.raises(ValueError, match="100 inputs"):
+        pc.MyNF4Linear(torch.randn(8, 100))
+
+
+def test_swapped_nf4_model_trains_through_its_frozen_layers():
+    model = pc.load_model(minicohere.bundled_path("tiny-command-r"))
+    fp32_bytes = pc.held_bytes(model)
+    pc.swap_linears(model.model.layers, pc.MyNF4Linear)
+    assert pc.held_bytes(model) < 0.4 * fp32_bytes
+    assert sum(isinstance(m, pc.MyNF4Linear) for m in model.modules()) == 7 * model.config.num_hidden_layers
+    model.model.norm.weight.requires_grad_(True)
+    ids = torch.randint(0, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(2))
+    model(ids, labels=ids).loss.backward()
+    assert model.model.layers[0].input_layernorm.weight.grad.abs().sum() > 0    # through four 4-bit blocks
+
+
+def tiny_cohere2(seed=0, **overrides):
+    from transformers import Cohere2Config, Cohere2ForCausalLM
+
+    kw = dict(vocab_size=96, hidden_size=64, intermediate_size=160, num_hidden_layers=8, num_attention_heads=8,
+              num_key_value_heads=2, sliding_window=6, logit_scale=0.25,
+              rope_parameters={"rope_type": "default", "rope_theta": 50000.0})
+    config = Cohere2Config(**{**kw, **overrides})
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    reference = scramble(Cohere2ForCausalLM(config), seed).eval()
+    model = pc.MyCohere2ForCausalLM(config).eval()
+    model.load_state_dict(reference.state_dict())
+    return model, reference
+
+
+def test_cohere2_model_and_ring_cache_give_transformers_logits():
+    model, reference = tiny_cohere2()
+    ids = torch.randint(4, 96, (2, 31), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = reference(ids).logits
+        assert rel_err(model(ids).logits, full) < 1e-5
+        for prompt in (1, 5, 6, 7, 15):                   # shorter than, equal to, past the window
+            cache = pc.WindowedCache(reference.config.layer_types, reference.config.sliding_window)
+            steps = [model(ids[:, :prompt], cache=cache).logits]
+            steps += [model(ids[:, t:t + 1], cache=cache).logits for t in range(prompt, 31)]
+            assert cache.seq_len == 31 and cache.keys[0].shape[2] == 6 and cache.keys[3].shape[2] == 31
+            assert rel_err(torch.cat(steps, 1), full) < 1e-5
+
+
+def test_cohere2_greedy_tokens_equal_transformers_generate():
+    model, reference = tiny_cohere2(seed=1)
+    prompt = torch.randint(4, 96, (1, 5), generator=torch.Generator().manual_seed(4))
+    cache = pc.WindowedCache(reference.config.layer_types, reference.config.sliding_window)
+    tokens, _ = pc.greedy_decode(model, prompt, 30, cache)
+    want = reference.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=30, do_sample=False,
+                              pad_token_id=0, eos_token_id=None)
+    assert torch.equal(tokens, want)
+
+
+def test_cohere2_model_refuses_a_chunk_after_a_prompt():
+    model, reference = tiny_cohere2()
+    cache = pc.WindowedCache(reference.config.layer_types, reference.config.sliding_window)
+    with torch.no_grad():
+        model(torch.tensor([[5, 6, 7]]), cache=cache)
+        with pytest.raises(ValueError, match="2 tokens after 3"):
+            model(torch.tensor([[8, 9]]), cache=cache)

@@ -1,30 +1,41 @@
 """Plausible wrong answers to chapter 13's exercises (see tests/test_wrong_answers.py)."""
 
+_SWAP = ("ids = torch.randint(4, 96, (1, T), generator=torch.Generator().manual_seed(9))\n"
+         "swapped = ids.clone()\n")
+
 WRONG = {
     "ex-13-1": [
         # a window of W reaches W tokens back, not W - 1
-        "return num_layers * window\n",
-        # the layers' reaches taken as not adding up
-        "return window - 1\n",
+        "if 'full_attention' in layer_types:\n"
+        "    return context - 1\n"
+        "return min(len(layer_types) * window, context - 1)\n",
+        # the global layer forgotten: only the windows add up
+        "return min(len(layer_types) * (window - 1), context - 1)\n",
+        # only the sliding layers counted, as if a global layer added nothing
+        "return min(sum(kind == 'sliding_attention' for kind in layer_types) * (window - 1), context - 1)\n",
     ],
     "ex-13-2": [
-        # RoPE left off everywhere (the mistake mirrored)
-        "n = ids.shape[-1]\n"
-        "cos, sin = rope_cos_sin(torch.arange(n), cfg.head_dim, cfg.rope_parameters['rope_theta'])\n"
-        "x = F.embedding(ids, state['model.embed_tokens.weight'])\n"
-        "for i in range(cfg.num_hidden_layers):\n"
-        "    reach = cfg.sliding_window if cfg.layer_types[i] == 'sliding_attention' else n\n"
-        "    x = block(layer_params(state, i), x, cos, sin, sliding_mask(n, reach), False, cfg.head_dim)\n"
-        "final = layer_norm(x, state['model.norm.weight'])\n"
-        "return cfg.logit_scale * F.linear(final, state['model.embed_tokens.weight'])\n",
-        # RoPE everywhere, but every layer given the sliding window
-        "n = ids.shape[-1]\n"
-        "cos, sin = rope_cos_sin(torch.arange(n), cfg.head_dim, cfg.rope_parameters['rope_theta'])\n"
-        "x = F.embedding(ids, state['model.embed_tokens.weight'])\n"
-        "for i in range(cfg.num_hidden_layers):\n"
-        "    x = block(layer_params(state, i), x, cos, sin, sliding_mask(n, cfg.sliding_window), True, cfg.head_dim)\n"
-        "final = layer_norm(x, state['model.norm.weight'])\n"
-        "return cfg.logit_scale * F.linear(final, state['model.embed_tokens.weight'])\n",
+        # every position's logits compared: position 0 sees the swap in any model, at n = 1
+        _SWAP + "swapped[0, [0, 1]] = ids[0, [1, 0]]\n"
+        "for n in range(1, 5):\n"
+        "    model = make_model(n)\n"
+        "    if course.relative_error(model(swapped).logits, model(ids).logits) > 1e-5:\n"
+        "        return n\n"
+        "return None\n",
+        # the last two tokens swapped: the last token itself changes, so every stack 'sees' it at n = 1
+        _SWAP + "swapped[0, [-2, -1]] = ids[0, [-1, -2]]\n"
+        "for n in range(1, 5):\n"
+        "    model = make_model(n)\n"
+        "    if course.relative_error(model(swapped).logits[0, -1], model(ids).logits[0, -1]) > 1e-5:\n"
+        "        return n\n"
+        "return None\n",
+        # the first two tokens replaced by others instead of swapped: that changes the set, not the order
+        _SWAP + "swapped[0, :2] = 4 + (ids[0, :2] - 3) % 92\n"
+        "for n in range(1, 5):\n"
+        "    model = make_model(n)\n"
+        "    if course.relative_error(model(swapped).logits[0, -1], model(ids).logits[0, -1]) > 1e-5:\n"
+        "        return n\n"
+        "return None\n",
     ],
     "ex-13-3": [
         # empty slots (position -1) not hidden
@@ -46,28 +57,28 @@ WRONG = {
         # one prompt of exactly two windows: decoding past a full ring is tested, a ragged prompt is not
         "W = config.sliding_window\n"
         "tokens = torch.randint(4, config.vocab_size, (1, 4 * W), generator=torch.Generator().manual_seed(7))\n"
-        "truth = cohere2_logits(state, config, tokens)\n"
+        "truth = my_model(tokens).logits\n"
         "ring = cache_class(layer_types=config.layer_types, window=W)\n"
-        "parts = [cohere2_logits(state, config, tokens[:, :2 * W], ring)]\n"
-        "parts += [cohere2_logits(state, config, tokens[:, t:t + 1], ring) for t in range(2 * W, 4 * W)]\n"
+        "parts = [my_model(tokens[:, :2 * W], cache=ring).logits]\n"
+        "parts += [my_model(tokens[:, t:t + 1], cache=ring).logits for t in range(2 * W, 4 * W)]\n"
         "return torch.allclose(torch.cat(parts, dim=1), truth, atol=1e-5)\n",
         # only the prompt compared: no token is ever decoded through the ring
         "W = config.sliding_window\n"
         "tokens = torch.randint(4, config.vocab_size, (1, 4 * W), generator=torch.Generator().manual_seed(7))\n"
         "for prompt_len in [1, W - 1, W, W + 1, 2 * W + 3]:\n"
         "    ring = cache_class(layer_types=config.layer_types, window=W)\n"
-        "    got = cohere2_logits(state, config, tokens[:, :prompt_len], ring)\n"
-        "    if not torch.allclose(got, cohere2_logits(state, config, tokens[:, :prompt_len]), atol=1e-5):\n"
+        "    got = my_model(tokens[:, :prompt_len], cache=ring).logits\n"
+        "    if not torch.allclose(got, my_model(tokens[:, :prompt_len]).logits, atol=1e-5):\n"
         "        return False\n"
         "return True\n",
         # exact equality: float sums in another order fail the right cache too
         "W = config.sliding_window\n"
         "tokens = torch.randint(4, config.vocab_size, (1, 4 * W), generator=torch.Generator().manual_seed(7))\n"
-        "truth = cohere2_logits(state, config, tokens)\n"
+        "truth = my_model(tokens).logits\n"
         "for prompt_len in [1, W - 1, W, W + 1, 2 * W + 3]:\n"
         "    ring = cache_class(layer_types=config.layer_types, window=W)\n"
-        "    parts = [cohere2_logits(state, config, tokens[:, :prompt_len], ring)]\n"
-        "    parts += [cohere2_logits(state, config, tokens[:, t:t + 1], ring) for t in range(prompt_len, 4 * W)]\n"
+        "    parts = [my_model(tokens[:, :prompt_len], cache=ring).logits]\n"
+        "    parts += [my_model(tokens[:, t:t + 1], cache=ring).logits for t in range(prompt_len, 4 * W)]\n"
         "    if not torch.equal(torch.cat(parts, dim=1), truth):\n"
         "        return False\n"
         "return True\n",

@@ -35,9 +35,12 @@ WRONG = {
         "return torch.einsum('no,or,ri,ni->', grad_out, B, A, x) / grad_out.shape[0]",
     ],
     "ex-14-3": [
-        # the signed difference: a negative gap is reported as small
-        "return float((layer(x) - layer.base_layer(x)).detach().amax())",
-        # the mean absolute difference: one changed element is diluted
-        "return float((layer(x) - layer.base_layer(x)).detach().abs().mean())",
+        # the nominal rank r, not the rank the update uses
+        "return layer.lora_A.shape[0]\n",
+        # columns of B that are not zero, as if nonzero meant independent
+        "return int((layer.lora_B.detach().abs().sum(0) > 0).sum())\n",
+        # an absolute tolerance: a small update counts as no update
+        "sizes = torch.linalg.svdvals((layer.lora_B @ layer.lora_A).detach().double())\n"
+        "return int((sizes > rel_tol).sum())\n",
     ],
 }
