@@ -275,9 +275,9 @@ def plot_kv_cache_sizes(contexts, gib, gpu_gib=80):
     ax.set_xlabel("context (k tokens)")
     ax.set_ylabel("KV cache, GiB (16-bit)")
     first, *others = gib
-    ratios = ", ".join(f"{gib[first][0] / gib[o][0]:.0f}x {o.removeprefix('c4ai-command-r-')}'s" for o in others)
+    ratios = " and ".join(f"{gib[first][0] / gib[o][0]:.0f}x {o.removeprefix('c4ai-command-r-')}'s" for o in others)
     fits = [n.removeprefix("c4ai-command-r-") for n, sizes in gib.items() if sizes[-1] * 2**30 < gpu_gib * 1e9]
-    _finish(ax, f"{first.removeprefix('c4ai-command-r-')} needs {ratios};\nat {contexts[-1] // 1024}k tokens only "
+    _finish(ax, f"{first.removeprefix('c4ai-command-r-')}'s KV cache is {ratios};\nat {contexts[-1] // 1024}k tokens only "
                 f"{' and '.join(fits)} fit one {gpu_gib} GB GPU")
 
 
