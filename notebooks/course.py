@@ -246,6 +246,29 @@ def _finish(ax, title):
     plt.show()
 
 
+def pick_openings(last):
+    """Chapter 09's two demo openings, from {opening: next-token logits}: the one the model is surest about,
+    and the least sure one on which top-p and min-p keep clearly different numbers of tokens. Computed,
+    not hand-picked, so that the choice holds for any retraining of the model."""
+    def kept_by_min_p(logits, m):
+        p = logits.softmax(-1)
+        return int((p >= m * p.max()).sum())
+
+    def kept_by_top_p(logits, q):
+        p = logits.softmax(-1).sort(descending=True).values
+        return int(((p.cumsum(0) - p) < q).sum())
+
+    def filters_disagree(logits):
+        mins = [kept_by_min_p(logits, m) for m in (0.02, 0.1, 0.5)]
+        tops = [kept_by_top_p(logits, q) for q in (0.5, 0.9, 0.99)]
+        return mins[0] > mins[1] > mins[2] and tops[0] < tops[1] < tops[2]
+
+    confidence = {text: float(logits.softmax(-1).max()) for text, logits in last.items()}
+    sure = max(last, key=confidence.get)
+    unsure = next(t for t in sorted(last, key=confidence.get) if filters_disagree(last[t]))
+    return sure, unsure
+
+
 def plot_positions_fed(fed):
     """Positions fed to the model at each decode step, one line per {name: counts}; the title gives the range."""
     import matplotlib.pyplot as plt
@@ -260,7 +283,7 @@ def plot_positions_fed(fed):
                 f"{cached[0]} then {max(cached[1:])} per step ({sum(uncached) / sum(cached):.0f}x less in all)")
 
 
-def plot_kv_cache_sizes(contexts, gib, gpu_gib=80):
+def plot_kv_cache_sizes(contexts, gib, gpu_gb=80):
     """KV cache size (GiB) against context length, one line per {checkpoint: [GiB per context]}; the title
     gives the ratio of the first checkpoint's cache to each other's, and which fit one GPU at the longest
     context."""
@@ -269,16 +292,16 @@ def plot_kv_cache_sizes(contexts, gib, gpu_gib=80):
     fig, ax = plt.subplots(figsize=(8, 3))
     for name, sizes in gib.items():
         ax.plot([c // 1024 for c in contexts], sizes, marker="o", label=name)
-    ax.axhline(gpu_gib, color="gray", linestyle="--", label=f"one {gpu_gib} GB GPU")
+    ax.axhline(gpu_gb * 1e9 / 2**30, color="gray", linestyle="--", label=f"one {gpu_gb} GB GPU")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("context (k tokens)")
     ax.set_ylabel("KV cache, GiB (16-bit)")
     first, *others = gib
     ratios = " and ".join(f"{gib[first][0] / gib[o][0]:.0f}x {o.removeprefix('c4ai-command-r-')}'s" for o in others)
-    fits = [n.removeprefix("c4ai-command-r-") for n, sizes in gib.items() if sizes[-1] * 2**30 < gpu_gib * 1e9]
-    _finish(ax, f"{first.removeprefix('c4ai-command-r-')}'s KV cache is {ratios};\nat {contexts[-1] // 1024}k tokens only "
-                f"{' and '.join(fits)} fit one {gpu_gib} GB GPU")
+    fits = [n.removeprefix("c4ai-command-r-") for n, sizes in gib.items() if sizes[-1] * 2**30 < gpu_gb * 1e9]
+    _finish(ax, f"{first.removeprefix('c4ai-command-r-')}'s KV cache is {ratios};\nthe cache of one {contexts[-1] // 1024}k-token "
+                f"sequence fits in one {gpu_gb} GB GPU only for {' and '.join(fits)}")
 
 
 def plot_layer_errors(labels, curves, tolerance):
