@@ -476,6 +476,117 @@ def plot_stacked_bars(parts, xlabel, title, colors=None):
 # Plots of chapters 08-11 (add below; keep this block's helpers here)
 # ---------------------------------------------------------------------------------------------------
 
+def _finish(ax, title):
+    """Title (the finding), a small legend, and show."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+
+
+def pick_openings(last):
+    """Chapter 09's two demo openings, from {opening: next-token logits}: the one the model is surest about,
+    and the least sure one on which top-p and min-p keep clearly different numbers of tokens. Computed,
+    not hand-picked, so that the choice holds for any retraining of the model."""
+    def kept_by_min_p(logits, m):
+        p = logits.softmax(-1)
+        return int((p >= m * p.max()).sum())
+
+    def kept_by_top_p(logits, q):
+        p = logits.softmax(-1).sort(descending=True).values
+        return int(((p.cumsum(0) - p) < q).sum())
+
+    def filters_disagree(logits):
+        mins = [kept_by_min_p(logits, m) for m in (0.02, 0.1, 0.5)]
+        tops = [kept_by_top_p(logits, q) for q in (0.5, 0.9, 0.99)]
+        return mins[0] > mins[1] > mins[2] and tops[0] < tops[1] < tops[2]
+
+    confidence = {text: float(logits.softmax(-1).max()) for text, logits in last.items()}
+    sure = max(last, key=confidence.get)
+    unsure = next(t for t in sorted(last, key=confidence.get) if filters_disagree(last[t]))
+    return sure, unsure
+
+
+def plot_positions_fed(fed):
+    """Positions fed to the model at each decode step, one line per {name: counts}; the title gives the range."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for name, steps in fed.items():
+        ax.plot(range(len(steps)), steps, marker=".", label=f"{name}: {sum(steps)} positions in all")
+    uncached, cached = fed["no cache"], fed["static"]
+    ax.set_xlabel("decode step")
+    ax.set_ylabel("positions fed to the model")
+    _finish(ax, f"without a cache the steps feed {uncached[0]} to {uncached[-1]} positions; with one, "
+                f"{cached[0]} then {max(cached[1:])} per step ({sum(uncached) / sum(cached):.0f}x less in all)")
+
+
+def plot_kv_cache_sizes(contexts, gib, gpu_gb=80):
+    """KV cache size (GiB) against context length, one line per {checkpoint: [GiB per context]}; the title
+    gives the ratio of the first checkpoint's cache to each other's, and which fit one GPU at the longest
+    context."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for name, sizes in gib.items():
+        ax.plot([c // 1024 for c in contexts], sizes, marker="o", label=name)
+    ax.axhline(gpu_gb * 1e9 / 2**30, color="gray", linestyle="--", label=f"one {gpu_gb} GB GPU")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("context (k tokens)")
+    ax.set_ylabel("KV cache, GiB (16-bit)")
+    first, *others = gib
+    ratios = " and ".join(f"{gib[first][0] / gib[o][0]:.0f}x {o.removeprefix('c4ai-command-r-')}'s" for o in others)
+    fits = [n.removeprefix("c4ai-command-r-") for n, sizes in gib.items() if sizes[-1] * 2**30 < gpu_gb * 1e9]
+    _finish(ax, f"{first.removeprefix('c4ai-command-r-')}'s KV cache is {ratios};\nthe cache of one {contexts[-1] // 1024}k-token "
+                f"sequence fits in one {gpu_gb} GB GPU only for {' and '.join(fits)}")
+
+
+def plot_layer_errors(labels, curves, tolerance):
+    """Relative error after each layer, one line per {name: errors}, on a log axis, with the tolerance."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for (name, errors), marker in zip(curves.items(), "osd^"):
+        ax.semilogy(labels, errors, marker + "-", label=name)
+    ax.axhline(tolerance, color="gray", ls="--", lw=1, label="float32 tolerance")
+    ax.set_ylabel("relative error vs transformers")
+    right, wrong = curves.values()
+    _finish(ax, f"your model stays below {tolerance:.0e} of transformers after every layer;\n"
+                f"a sequential block is off by {min(wrong):.0%} or more from the first layer on")
+
+
+def plot_training_runs(runs, curve, final_val):
+    """Left: the short runs' train losses ({name: losses}). Right: the shipped model's logged curve
+    (loss_curve.json entries: step, train_loss, optional val_loss and stage) and its final validation loss."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for name, losses in runs.items():
+        left.plot(range(1, len(losses) + 1), losses, label=name)
+    fastest = min(runs, key=lambda n: runs[n][-1])
+    slowest = max(runs, key=lambda n: runs[n][-1])
+    left.set(title=f"your model, {len(next(iter(runs.values())))} steps: {fastest.split(',')[0]} learns fastest,\n"
+                   f"{slowest} slowest", xlabel="step", ylabel="train loss (nats/token)")
+    left.legend(fontsize=8)
+    right.plot([e["step"] for e in curve], [e["train_loss"] for e in curve], lw=0.6, alpha=0.6, label="train (batch)")
+    evals = [e for e in curve if "val_loss" in e]
+    stage_one = [e for e in evals if e.get("stage", 1) == 1]
+    right.plot([e["step"] for e in evals], [e["val_loss"] for e in evals], "o-", ms=3, label="validation (16 windows)")
+    starts = [e["step"] for before, e in zip(curve, curve[1:]) if e.get("stage", 1) != before.get("stage", 1)]
+    for s in starts:                               # a later training stage (see the model card)
+        right.axvline(s, color="black", lw=0.8, ls="--", label=f"stage {curve[s - 1].get('stage')} starts")
+    right.axhline(final_val, color="gray", ls=":", label=f"final validation, all windows: {final_val:.3f}")
+    right.set(title=f"the shipped model: validation loss {evals[0]['val_loss']:.1f} at step {evals[0]['step']},\n"
+                    f"{stage_one[-1]['val_loss']:.2f} after stage 1, {evals[-1]['val_loss']:.2f} after stage 2",
+              xlabel="step", yscale="log", ylabel="loss")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    return starts, evals
+
 
 # ---------------------------------------------------------------------------------------------------
 # Plots of chapters 12-14

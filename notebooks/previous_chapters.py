@@ -486,6 +486,7 @@ def read_config(folder):
     config = SimpleNamespace(**{"layer_norm_eps": 1e-5, "use_qk_norm": False, "logit_scale": 0.0625,
                                 "head_dim": None, **raw})
     config.num_key_value_heads = raw.get("num_key_value_heads") or raw["num_attention_heads"]
+    config.head_dim = raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
     if "rope_parameters" not in raw:          # the older spelling: rope_theta at the top level
         config.rope_parameters = {"rope_type": "default", "rope_theta": raw.get("rope_theta", 10000.0)}
     return config

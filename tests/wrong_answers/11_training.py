@@ -52,10 +52,14 @@ WRONG = {
         "return loss_sum\n",
     ],
     "ex-11-3": [
-        # the model's own order: the product overflows before the scale shrinks it
-        "return (h @ embed.T) * logit_scale\n",
-        # upcast to fp32 and back: no overflow inside, but not computed in fp16
-        "return (h.float() @ embed.float().T) * logit_scale\n",
+        # the logits taken as all equal: only the uniform guess's loss
+        "return math.log(vocab)\n",
+        # the spread of one logit added as it is: its standard deviation, not what exp makes of it
+        "return math.log(vocab) + hidden ** 0.5 * embed_std * logit_scale\n",
+        # the length of h taken as hidden, not sqrt(hidden)
+        "return math.log(vocab) + (hidden * embed_std * logit_scale) ** 2 / 2\n",
+        # the variance added without the half that the mean of exp(z) brings
+        "return math.log(vocab) + hidden * (embed_std * logit_scale) ** 2\n",
     ],
     "ex-11-4": [
         # the estimate from the fp32 peaks, not a measurement in fp16
