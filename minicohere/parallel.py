@@ -37,6 +37,8 @@ are the only places where ranks talk.
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -213,11 +215,8 @@ def split_widths(config) -> dict[str, int]:
 
 def expert_index(name: str) -> int | None:
     """The routed expert a parameter belongs to (`...mlp.experts.5.up_proj.weight` -> 5), else None."""
-    parts = name.split(".")
-    for before, e in zip(parts, parts[1:]):
-        if before == "experts" and e.isdigit():
-            return int(e)
-    return None
+    found = re.search(r"(?:^|\.)experts\.(\d+)\.", name)
+    return int(found.group(1)) if found else None
 
 
 def local_piece(name: str, full: torch.Tensor, plan: ShardPlan) -> torch.Tensor:
