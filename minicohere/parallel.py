@@ -37,10 +37,9 @@ are the only places where ranks talk.
 
 from __future__ import annotations
 
-import re
-
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 import torch
