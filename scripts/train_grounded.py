@@ -31,8 +31,9 @@ What was measured (2026-12-03, the shared 2-core machine, 5-23 s a step under ot
   tokens (the name, the thing, the fact, the digits) stay at 3-8 nats, even where the token was written a
   line earlier in the same answer. The base model does not copy in this format either (the same tokens,
   teacher-forced, cost it 6-15 nats), so the copying circuit has to be grown, which a few hundred CPU
-  steps did not do (the same run on to step 240: 1 of 24 held-out answers, 0 of 12 sums). Not tried for lack of time: a curriculum of short copy-only sequences (7x cheaper per
-  step), a lower learning rate for longer, loss weights on the copied tokens.
+  steps did not do (the same run on to step 240: 1 of 24 held-out answers, 0 of 12 sums). Not tried for
+  lack of time: a curriculum of short copy-only sequences (7x cheaper per step), a lower learning rate
+  for longer, loss weights on the copied tokens.
 """
 
 from __future__ import annotations
