@@ -1,6 +1,10 @@
 """Chapter 15's accuracy table: grounded answers, citations and sums, before and after the LoRA adapter.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_grounded.py [--limit N] [--adapter FOLDER] [--json OUT]
+    # the two columns in two processes, then the table:
+    python benchmarks/bench_grounded.py --only before --json /tmp/b.json &
+    python benchmarks/bench_grounded.py --only after --json /tmp/a.json; wait
+    python benchmarks/bench_grounded.py --merge /tmp/b.json /tmp/a.json
 
 On the held-out split of assets/grounded/ (people, questions and number pairs the training never saw;
 scripts/make_grounded_data.py), all greedy, through `minicohere.answer`:
@@ -63,28 +67,45 @@ def evaluate(model, tokenizer, grounded: list[dict], sums: list[dict], adapter) 
             "sums_without_tool": mean([total_right(r["answer"], ex) for r, ex in zip(plain, sums)])}
 
 
+def print_table(table: dict, n_grounded: int, n_sums: int) -> None:
+    print(f"held-out: {n_grounded} grounded questions, {n_sums} sums (greedy)\n")
+    print(f"| {'':22s} | before | after |\n| {'-' * 22} | ------ | ----- |")
+    for key, name in (("answers", "answers right"), ("citations", "citations right"),
+                      ("sums_with_tool", "sums right, calculator"), ("sums_without_tool", "sums right, no tool")):
+        print(f"| {name:22s} | {table['before'][key]:6.1%} | {table['after'][key]:5.1%} |")
+    print(f"\nseconds: before {table['before']['seconds']}, after {table['after']['seconds']}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="the first N grounded and N sum questions")
     parser.add_argument("--adapter", default="default", help="adapter folder (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--only", choices=("before", "after"), default=None,
+                        help="measure one column (e.g. in parallel); --merge joins two such --json files")
+    parser.add_argument("--merge", type=Path, nargs=2, default=None, metavar=("BEFORE_JSON", "AFTER_JSON"))
     args = parser.parse_args(argv)
+    if args.merge:
+        table = {label: json.loads(path.read_text())[label] for label, path in zip(("before", "after"), args.merge)}
+        print_table(table, *(table["after"]["counts"][k] for k in ("grounded", "sums")))
+        return
     torch.set_num_threads(args.threads)
     model = minicohere.from_pretrained(minicohere.bundled_path("tiny-command-r"), progress=False)
     tokenizer = minicohere.Tokenizer.default()
     grounded, sums = load_heldout(args.limit)
     table = {}
     for label, adapter in (("before", None), ("after", args.adapter)):
+        if args.only not in (None, label):
+            continue
         start = time.time()
         table[label] = evaluate(model, tokenizer, grounded, sums, adapter)
         table[label]["seconds"] = round(time.time() - start, 1)
-    print(f"held-out: {len(grounded)} grounded questions, {len(sums)} sums (greedy)\n")
-    print(f"| {'':22s} | before | after |\n| {'-' * 22} | ------ | ----- |")
-    for key, name in (("answers", "answers right"), ("citations", "citations right"),
-                      ("sums_with_tool", "sums right, calculator"), ("sums_without_tool", "sums right, no tool")):
-        print(f"| {name:22s} | {table['before'][key]:6.1%} | {table['after'][key]:5.1%} |")
-    print(f"\nseconds: before {table['before']['seconds']}, after {table['after']['seconds']}")
+        table[label]["counts"] = {"grounded": len(grounded), "sums": len(sums)}
+    if args.only is None:
+        print_table(table, len(grounded), len(sums))
+    else:
+        print(json.dumps(table))
     if args.json:
         args.json.write_text(json.dumps(table, indent=1) + "\n")
 

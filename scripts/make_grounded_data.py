@@ -8,7 +8,8 @@ question about two numbers that the calculator tool answers.
 
 Held-out questions share no question with the training ones, and no person: the people of the held-out
 split (every fifth name of the corpus) never appear in a training question or document, so a held-out
-question is a new combination of person, thing and fact. Held-out sums use number pairs no training sum
+question is a new combination of person, thing and fact. Half the training people are invented names (the
+corpus's pet names), so that copying the name from the question pays and guessing one of a few does not. Held-out sums use number pairs no training sum
 uses.
 
     python scripts/make_grounded_data.py                 # -> assets/grounded/{train,heldout}.jsonl
@@ -37,6 +38,10 @@ from make_corpus import ANIMALS, COLOURS, NAMES, PET_NAMES, PLACES, THINGS, TOWN
 DEFAULT_OUT = REPO / "assets" / "grounded"
 HELDOUT_NAMES = NAMES[::5]                      # 8 people only the held-out split meets
 TRAIN_NAMES = [n for n in NAMES if n not in HELDOUT_NAMES]
+# Half the training people are the corpus's invented names (its pets' names): with 32 people only, a model
+# can lower its loss by guessing a likely name instead of copying the one in the question; with a thousand
+# more it has to copy. None is a held-out person's name.
+TRAIN_PEOPLE = TRAIN_NAMES * 30 + [n for n in PET_NAMES[:1000] if n not in HELDOUT_NAMES]
 FACTS = ("colour", "place", "pet", "count")
 
 
@@ -65,6 +70,8 @@ def grounded_example(rng: random.Random, names: list[str]) -> dict:
     person with the same kind of fact (so neither the name nor the question's kind alone finds it)."""
     kind = rng.choice(FACTS)
     name, other = rng.sample(names, 2)
+    while other == name:  # a people list may repeat a name to weigh it
+        other = rng.choice(names)
     thing, thing2 = rng.sample(THINGS, 2)
     animal, animal2 = rng.sample(ANIMALS, 2)
     gold_doc, question, fact, answer = fact_document(rng, kind, name, thing, animal)
@@ -92,7 +99,7 @@ def sum_example(a: int, b: int, rng: random.Random) -> dict:
     return {"kind": "sum", "question": question, "expression": f"{a} + {b}", "result": a + b, "answer": answer}
 
 
-def build(seed: int = 0, n_train: int = 1200, n_heldout: int = 200, n_train_sums: int = 400,
+def build(seed: int = 0, n_train: int = 2400, n_heldout: int = 200, n_train_sums: int = 600,
           n_heldout_sums: int = 100) -> tuple[list[dict], list[dict]]:
     # one random stream per split, so that changing one split's size leaves the other as it is
     rng, held_rng = random.Random(f"grounded-{seed}"), random.Random(f"grounded-heldout-{seed}")
@@ -103,7 +110,7 @@ def build(seed: int = 0, n_train: int = 1200, n_heldout: int = 200, n_train_sums
             questions.add(ex["question"])
             heldout.append(ex)
     while len(train) < n_train:
-        ex = grounded_example(rng, TRAIN_NAMES)
+        ex = grounded_example(rng, TRAIN_PEOPLE)
         if ex["question"] not in questions:  # never true (other names), kept as the rule's statement
             train.append(ex)
     # sums: two-digit numbers, the held-out pairs drawn first and kept out of training
