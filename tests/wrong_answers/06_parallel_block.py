@@ -64,3 +64,12 @@ WRONG = {
         "return losses",
     ],
 }
+
+WRONG["ex-06-2b"] = [
+    # the q/k norm taken for a second reader of the normed vector, so for an obstacle to the fold
+    "qk_norm_in_the_way = True\nfinal_norm_reader = 'lm_head.weight'\nfinal_norm_foldable = False",
+    # the final norm taken for one more input norm: the head, like q_proj, would absorb its weight
+    "qk_norm_in_the_way = False\nfinal_norm_reader = 'lm_head.weight'\nfinal_norm_foldable = True",
+    # the norm's own weight named as the tensor that reads its output
+    "qk_norm_in_the_way = False\nfinal_norm_reader = 'model.norm.weight'\nfinal_norm_foldable = False",
+]
