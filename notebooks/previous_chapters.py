@@ -236,7 +236,8 @@ class CausalLMOutput:
 class MyCohereForCausalLM(nn.Module):
     """Command-R from the pieces above, with the checkpoint's parameter names and the tied head.
 
-    `forward(input_ids, attention_mask=None, cache=None, labels=None)` is minicohere's call. The
+    `forward(input_ids, attention_mask=None, cache=None, labels=None, position_ids=None)` is minicohere's
+    call; `position_ids` [B, T] give a left-padded batch each row's own positions (chapter 05). Otherwise the
     positions and the mask come from two small methods, so that the KV cache (chapter 08) only has to
     change those and pass the cache through.
     """
@@ -262,10 +263,14 @@ class MyCohereForCausalLM(nn.Module):
         """Which keys each of the T new tokens may look at: earlier ones, not padding."""
         return padding_mask(causal_mask(T).to(self.inv_freq.device), attention_mask)
 
-    def forward(self, input_ids, attention_mask=None, cache=None, labels=None):
+    def forward(self, input_ids, attention_mask=None, cache=None, labels=None, position_ids=None):
         self.check_cache(cache)
         T = input_ids.shape[1]
-        cos, sin = cos_sin(self.positions(T, cache), self.inv_freq)
+        positions = self.positions(T, cache) if position_ids is None else position_ids   # [T] or [B, T]
+        if positions.shape[-1] != T:
+            raise ValueError(f"position_ids has {positions.shape[-1]} positions per row; input_ids has {T} tokens")
+        # one row of angles per sequence, and an axis for the heads to broadcast over
+        cos, sin = (t.view(*positions.shape[:-1], 1, T, -1) for t in cos_sin(positions.reshape(-1), self.inv_freq))
         mask = self.mask(T, cache, attention_mask)
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:

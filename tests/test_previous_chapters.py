@@ -76,6 +76,22 @@ def test_padding_hides_the_padded_keys_as_transformers_does():
     assert rel_err(ours[1, :5], alone[0]) < 1e-5
 
 
+def test_left_padded_batch_with_position_ids_matches_transformers():
+    reference = reference_model("08-2024-gqa", seed=5)
+    model = course_model(reference)
+    ids = torch.randint(1, reference.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(4))
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, :3] = 0                                    # left padding: positions must skip it
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        ours = model(ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        theirs = reference(ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        alone = model(ids[1:, 3:]).logits
+    real = attention_mask.bool()
+    assert rel_err(ours[real], theirs[real]) < 1e-5
+    assert rel_err(ours[1, 3:], alone[0]) < 1e-5
+
+
 def test_cache_is_refused_until_chapter_08_with_a_clear_error():
     model = pc.MyCohereForCausalLM(reference_model("mqa").config)
     with pytest.raises(ValueError, match="chapter 08"):

@@ -7,6 +7,11 @@ _PER_QUERY_HEAD = (
     "        return w.reshape(n_kv, -1, w.shape[-1]).repeat_interleave(group, dim=0).reshape(-1, w.shape[-1])\n"
 )
 
+_EXTRA = (
+    "plus = course.REAL_CONFIGS['c4ai-command-r-plus']\n"
+    "widened = plus.num_hidden_layers * (plus.num_attention_heads - plus.num_key_value_heads) * plus.head_dim\n"
+)
+
 WRONG = {
     "ex-06-1": [
         # the kv heads tiled (0, 1, 0, 1, ...) instead of each repeated next to itself (0, 0, 1, 1, ...)
@@ -15,18 +20,24 @@ WRONG = {
         "    widened = {n: w.repeat(group, 1) for n, w in weights.items()\n"
         "               if n.endswith(('k_proj.weight', 'v_proj.weight', 'k_norm.weight'))}\n"
         "    return dataclasses.replace(config, num_key_value_heads=config.num_attention_heads), {**weights, **widened}\n"
-        "plus_cache_factor = 12",
+        + _EXTRA + "plus_extra_gib = widened * (2 * plus.hidden_size + 1) * 2 / 2**30",
         # plus's k_norm (one weight per kv head) forgotten
         _PER_QUERY_HEAD +
         "    widened = {n: per_query_head(w) for n, w in weights.items() if n.endswith(('k_proj.weight', 'v_proj.weight'))}\n"
         "    return dataclasses.replace(config, num_key_value_heads=config.num_attention_heads), {**weights, **widened}\n"
-        "plus_cache_factor = 12",
-        # the conversion right, the cost taken from the other GQA model (08-2024: 8 query heads per kv head)
+        + _EXTRA + "plus_extra_gib = widened * (2 * plus.hidden_size + 1) * 2 / 2**30",
+        # the conversion right, the bytes counted for k_proj only: v_proj grows as much
         _PER_QUERY_HEAD +
         "    kv_named = ('k_proj.weight', 'v_proj.weight', 'k_norm.weight')\n"
         "    widened = {n: per_query_head(w) for n, w in weights.items() if n.endswith(kv_named)}\n"
         "    return dataclasses.replace(config, num_key_value_heads=config.num_attention_heads), {**weights, **widened}\n"
-        "plus_cache_factor = 8",
+        + _EXTRA + "plus_extra_gib = widened * (plus.hidden_size + 1) * 2 / 2**30",
+        # the conversion right, the size in decimal gigabytes instead of GiB (7% off)
+        _PER_QUERY_HEAD +
+        "    kv_named = ('k_proj.weight', 'v_proj.weight', 'k_norm.weight')\n"
+        "    widened = {n: per_query_head(w) for n, w in weights.items() if n.endswith(kv_named)}\n"
+        "    return dataclasses.replace(config, num_key_value_heads=config.num_attention_heads), {**weights, **widened}\n"
+        + _EXTRA + "plus_extra_gib = widened * (2 * plus.hidden_size + 1) * 2 / 1e9",
     ],
     "ex-06-2": [
         # only attention's three input matrices take the weight: the MLP's gate and up are forgotten
@@ -64,3 +75,12 @@ WRONG = {
         "return losses",
     ],
 }
+
+WRONG["ex-06-2b"] = [
+    # the q/k norm taken for a second reader of the normed vector, so for an obstacle to the fold
+    "qk_norm_in_the_way = True\nfinal_norm_reader = 'lm_head.weight'\nfinal_norm_foldable = False",
+    # the final norm taken for one more input norm: the head, like q_proj, would absorb its weight
+    "qk_norm_in_the_way = False\nfinal_norm_reader = 'lm_head.weight'\nfinal_norm_foldable = True",
+    # the norm's own weight named as the tensor that reads its output
+    "qk_norm_in_the_way = False\nfinal_norm_reader = 'model.norm.weight'\nfinal_norm_foldable = False",
+]

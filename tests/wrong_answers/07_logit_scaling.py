@@ -38,19 +38,23 @@ WRONG = {
     ],
     "ex-07-4": [
         # a coarse grid only: the best point is off by up to 6%
-        "def best_scale(raw, labels, low=0.01, high=1.0):\n"
-        "    grid = torch.logspace(math.log10(low), math.log10(high), 41).tolist()\n"
-        "    return min(grid, key=lambda s: minicohere.causal_lm_loss(raw * s, labels).item())\n"
-        "confidence = 'over'",
-        # the search is right, the reading backwards
-        "def best_scale(raw, labels, low=0.01, high=1.0):\n"
-        "    def loss_at(s):\n"
-        "        return minicohere.causal_lm_loss(raw * s, labels).item()\n"
-        "    grid = torch.logspace(math.log10(low), math.log10(high), 41).tolist()\n"
-        "    for _ in range(4):\n"
-        "        i = min(range(len(grid)), key=lambda j: loss_at(grid[j]))\n"
-        "        grid = torch.linspace(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)], 21).tolist()\n"
-        "    return min(grid, key=loss_at)\n"
-        "confidence = 'under'",
+        "grid = torch.logspace(math.log10(low), math.log10(high), 41).tolist()\n"
+        "return min(grid, key=lambda s: minicohere.causal_lm_loss(raw * s, labels).item())",
+        # the search is right, but each position is scored on its own token instead of the next one
+        "def loss_at(s):\n"
+        "    return F.cross_entropy((raw * s).reshape(-1, raw.shape[-1]).float(), labels.reshape(-1)).item()\n"
+        "grid = torch.logspace(math.log10(low), math.log10(high), 41).tolist()\n"
+        "for _ in range(4):\n"
+        "    i = min(range(len(grid)), key=lambda j: loss_at(grid[j]))\n"
+        "    grid = torch.linspace(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)], 21).tolist()\n"
+        "return min(grid, key=loss_at)",
+    ],
+    "ex-07-4b": [
+        # the reading backwards: a smaller best scale taken for a model that is not confident enough
+        "ratio = best_scale(t_raw, val_ids) / trained.config.logit_scale\n"
+        "confidence = 'right' if abs(ratio - 1) < 0.05 else 'under' if ratio < 1 else 'over'",
+        # the ratio taken the other way up: trained over best
+        "ratio = trained.config.logit_scale / best_scale(t_raw, val_ids)\n"
+        "confidence = 'right' if abs(ratio - 1) < 0.05 else 'over' if ratio < 1 else 'under'",
     ],
 }
