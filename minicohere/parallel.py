@@ -450,11 +450,14 @@ def all_reduce_bytes_per_token(config, dtype_bytes: int = 2) -> dict:
 
 
 def all_to_all_bytes_per_token(config, dtype_bytes: int = 2) -> dict:
-    """Expert parallelism's extra traffic per token: in each MoE layer a token's row goes out once per
-    chosen expert (k rows of hidden_size) and each expert's output comes back (k rows again), whichever
-    rank holds the expert (a row for this rank's own experts is copied, not sent, but all_to_all_single
-    still takes it). Per layer and rank, three all-to-alls: the counts (num_experts int64 values), the rows
-    out and the rows back; the layer's one all-reduce is counted by all_reduce_bytes_per_token."""
+    """Expert parallelism's extra traffic per token, *summed over all ranks*: in each MoE layer a token's
+    row goes out once per chosen expert (k rows of hidden_size) and each expert's output comes back (k rows
+    again), whichever rank holds the expert (a row for a rank's own experts is copied, not sent, but
+    all_to_all_single still takes it). Each token is routed by exactly one rank, so one rank's share is
+    all_to_all_bytes / world on average (compare that, not the sum, with all_reduce_bytes_per_token,
+    which counts what *each rank* contributes). Per layer and rank, three all-to-alls: the counts
+    (num_experts int64 values, count_bytes_per_rank: per rank, not summed), the rows out and the rows back;
+    the layer's one all-reduce is counted by all_reduce_bytes_per_token."""
     moe_layers = sum(kind == "sparse" for kind in config.mlp_layer_types or ())
     return {"moe_layers": moe_layers, "all_to_alls": 3 * moe_layers,
             "all_to_all_bytes": moe_layers * 2 * config.num_experts_per_tok * config.hidden_size * dtype_bytes,

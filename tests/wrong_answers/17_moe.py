@@ -63,4 +63,6 @@ WRONG["ex-17-4"] = [
                            "weights = weights * local / (weights * local).sum(dim=-1, keepdim=True).clamp_min(1e-9)\n"),
     # the partial divided by the world size, as if the all-reduce averaged
     _partial(BLOCK, result="partial / world"),
+    # the whole layer on rank 0 and zeros elsewhere: the sum is right, but rank 0 reads every expert
+    "return moe(x) if rank == 0 else x.new_zeros(x.shape)",
 ]
