@@ -501,15 +501,16 @@ def _rank_main(rank, world, port, fn, args, results):
         dist.destroy_process_group()
 
 
-def run_on_ranks(fn, world_size: int, *args, timeout: float = 300.0) -> list:
-    """Run `fn(rank, world_size, *args)` in `world_size` fresh processes joined by a gloo process group
-    on this machine, and return each rank's result (in rank order). `fn` must be importable (defined in
-    a module, not in a notebook cell): the processes are spawned. A failure on any rank is raised here."""
+def run_on_ranks(fn, world_size: int, *args, timeout: float = 300.0, start_method: str = "spawn") -> list:
+    """Run `fn(rank, world_size, *args)` in `world_size` processes joined by a gloo process group on this
+    machine, and return each rank's result (in rank order). A failure on any rank is raised here.
+    start_method="spawn" starts fresh interpreters, so `fn` must be importable (defined in a module);
+    "fork" (Linux, macOS) copies this process, so `fn` may be defined in a notebook cell."""
     import multiprocessing as mp
     import pickle
     import queue
 
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context(start_method)
     results = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=_rank_main, args=(r, world_size, port, fn, args, results), daemon=True)

@@ -711,53 +711,16 @@ def tp_run_on_ranks(fn, world_size: int, *args, timeout: float = 120.0) -> list:
     """Run `fn(rank, world_size, *args)` in `world_size` processes joined by a gloo process group on this
     machine, and return each rank's result in rank order (chapter 16).
 
-    The processes are *forked* from this one, so `fn`, and everything it calls, may be defined in notebook
-    cells: each rank starts with a copy of the notebook's functions, models and tensors (copied only where
-    a rank writes to them). minicohere's `parallel.run_on_ranks` spawns fresh interpreters instead, which
-    need `fn` in an importable module. Fork is what Linux offers by default; macOS has it too.
+    minicohere's `parallel.run_on_ranks` with the processes *forked* from this one, so `fn`, and everything
+    it calls, may be defined in notebook cells: each rank starts with a copy of the notebook's functions,
+    models and tensors (copied only where a rank writes to them). Fork is what Linux offers by default;
+    macOS has it too.
     """
-    import datetime
-    import multiprocessing as mp
-    import pickle
-    import traceback
-
-    import torch.distributed as dist
-    from minicohere.parallel import free_port
-
-    ctx = mp.get_context("fork")
-    pipes = [ctx.Pipe(duplex=False) for _ in range(world_size)]   # (reader, writer), one per rank
-    port = free_port()
-
-    def rank_main(rank):
-        torch.set_num_threads(1)
-        # a rank that fails leaves the others waiting in a collective: the timeout turns that into an error
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world_size, timeout=datetime.timedelta(seconds=timeout))
-        try:
-            answer = ("ok", fn(rank, world_size, *args))
-        except BaseException as e:  # handed to the notebook, which raises it
-            answer = ("failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
-        dist.destroy_process_group()
-        # plain pickle, by value: multiprocessing's own would share tensor memory through a file
-        # descriptor that dies with this process
-        pipes[rank][1].send_bytes(pickle.dumps(answer))
+    from minicohere.parallel import run_on_ranks
 
     with warnings.catch_warnings():  # Python 3.12+ warns about forking a process that has threads
         warnings.simplefilter("ignore", DeprecationWarning)
-        procs = [ctx.Process(target=rank_main, args=(r,), daemon=True) for r in range(world_size)]
-        for proc in procs:
-            proc.start()
-    answers = []
-    for rank, (reader, _) in enumerate(pipes):
-        answers.append(pickle.loads(reader.recv_bytes()) if reader.poll(timeout) else ("failed", f"no answer within {timeout} s"))
-    for proc in procs:
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.kill()
-    failed = [f"rank {rank}: {what}" for rank, (status, what) in enumerate(answers) if status != "ok"]
-    if failed:
-        raise RuntimeError("tensor-parallel ranks failed:\n" + "\n".join(failed))
-    return [what for _, what in answers]
+        return run_on_ranks(fn, world_size, *args, timeout=timeout, start_method="fork")
 
 
 def _bytes_written() -> int | None:
