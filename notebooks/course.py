@@ -472,6 +472,31 @@ def plot_stacked_bars(parts, xlabel, title, colors=None):
     plt.show()
 
 
+def check_parameter_shares(shares, model, name):
+    """Fail (with a hint) unless `shares` gives `model`'s parameter fractions per group.
+
+    Chapter 00's exercise 0.1 groups parameters by their names; this check groups them another way, by
+    the class of the module that holds each tensor, so the check holds no table of answers to copy.
+    """
+    from torch import nn
+    from minicohere.model import CohereLayerNorm, CohereMLP
+
+    kinds = ((CohereLayerNorm, "norms"), (nn.Embedding, "embedding"), (CohereMLP, "mlp"))
+    owner = {}  # id(tensor) -> (group, size); a tied tensor is one tensor, so it is counted once
+    for module in model.modules():
+        kind = next((k for cls, k in kinds if isinstance(module, cls)), None)
+        for tensor in module.parameters() if kind else ():
+            owner.setdefault(id(tensor), (kind, tensor.numel()))
+    everything = {id(t): t.numel() for t in model.parameters()}
+    sizes = {"embedding": 0, "mlp": 0, "norms": 0}
+    for kind, size in owner.values():
+        sizes[kind] += size
+    sizes["attention"] = sum(everything.values()) - sum(sizes.values())  # projections outside the MLP
+    total = sum(everything.values())
+    check(all(abs(shares[k] - size / total) < 1e-9 for k, size in sizes.items()),
+          f"{name}: not the expected shares; is the tied head counted once? Where do q_norm and k_norm go?")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Plots of chapters 08-11 (add below; keep this block's helpers here)
 # ---------------------------------------------------------------------------------------------------

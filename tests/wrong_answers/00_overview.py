@@ -18,6 +18,11 @@ _SHARES = (
     "    v01_model = minicohere.CohereForCausalLM(course.REAL_CONFIGS['c4ai-command-r-v01'])\n"
 )
 
+_RIGHT_SAVING = (
+    "kv = sum(p.numel() for n, p in v01_model.named_parameters() if n.endswith(('k_proj.weight', 'v_proj.weight')))\n"
+    "gqa_saving = kv / v01_model.num_parameters() * (1 - 8 / v01_model.config.num_key_value_heads)"
+)
+
 WRONG = {
     "ex-00-1": [
         # the q/k norms of R+ counted as attention (they sit under self_attn)
@@ -44,6 +49,10 @@ WRONG = {
         _SHARES +
         "kv = sum(p.numel() for n, p in v01_model.named_parameters() if n.endswith(('k_proj.weight', 'v_proj.weight')))\n"
         "gqa_saving = kv / v01_model.num_parameters()",
+        # the norms found by the word 'layernorm': the final model.norm and R+'s q/k norms go to attention
+        _SHARES.replace("any(part.endswith('norm') for part in parts)", "'layernorm' in path") + _RIGHT_SAVING,
+        # the state dict walked instead of the parameters: the tied lm_head.weight is counted a second time
+        _SHARES.replace("model.named_parameters()", "model.state_dict().items()") + _RIGHT_SAVING,
     ],
     "ex-00-2": [
         # the tied head counted a second time
