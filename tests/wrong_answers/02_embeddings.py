@@ -18,6 +18,11 @@ WRONG = {
         "    best = (table @ table.T).argmax(dim=-1)\n"
         "    return (best == torch.arange(table.shape[0])).float().mean().item()\n"
         "bare_head_predicts = 'next'",
+        # the measurement right, the reading wrong: the random table is taken to mean "no preference"
+        "def own_token_share(table):\n"
+        "    best = (table @ table.T).argmax(dim=-1)\n"
+        "    return (best == torch.arange(table.shape[0])).float().mean().item()\n"
+        "bare_head_predicts = 'uniform'",
     ],
     "ex-02-2": [
         # assignment instead of accumulation: a repeated token keeps only its last row
