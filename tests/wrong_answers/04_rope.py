@@ -8,6 +8,9 @@ WRONG = {
         # half a turn taken for a full one
         "last_angle = (context - 1) * inv_freq(theta, head_dim)\n"
         "return int((last_angle < math.pi).sum())",
+        # the pairs that did finish a turn counted, not those left short
+        "last_angle = (context - 1) * inv_freq(theta, head_dim)\n"
+        "return int((last_angle >= 2 * math.pi).sum())",
     ],
     "ex-04-2": [
         # the exponent of the slowest pair taken as -1 (the last pair of head_dim/2 is i = head_dim/2 - 1)
