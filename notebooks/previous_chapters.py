@@ -480,14 +480,15 @@ def open_safetensors(path):
             .view(SAFETENSORS_DTYPES[meta["dtype"]]).reshape(meta["shape"]) for name, meta in header.items()}
 
 
-def read_config(folder):
-    """config.json as an object with the attributes the model reads, in either spelling of rope_theta."""
+def read_config(folder, model_type="cohere"):
+    """config.json as an object with the attributes the model reads, in either spelling of rope_theta.
+    `model_type` is the one the caller's model implements (chapter 13 reads "cohere2" files with it)."""
     import json
     from types import SimpleNamespace
 
     raw = json.loads((Path(folder) / "config.json").read_text())
-    if raw.get("model_type") != "cohere":
-        raise ValueError(f"{folder}/config.json: model_type {raw.get('model_type')!r}; this loader reads 'cohere'")
+    if raw.get("model_type") != model_type:
+        raise ValueError(f"{folder}/config.json: model_type {raw.get('model_type')!r}; this loader reads {model_type!r}")
     config = SimpleNamespace(**{"layer_norm_eps": 1e-5, "use_qk_norm": False, "logit_scale": 0.0625,
                                 "head_dim": None, **raw})
     config.num_key_value_heads = raw.get("num_key_value_heads") or raw["num_attention_heads"]
@@ -497,13 +498,16 @@ def read_config(folder):
     return config
 
 
-def load_model(folder, dtype=torch.float32):
+def load_model(folder, dtype=torch.float32, config=None, model_class=None):
     """Your cached model holding a checkpoint folder's weights (one model.safetensors or an index and its
-    shards), built on the meta device and given the mapped tensors, so the weights are never held twice."""
+    shards), built on the meta device and given the mapped tensors, so the weights are never held twice.
+    `config` and `model_class` (default: `read_config(folder)`, `MyCachedCohereForCausalLM`) let a later
+    chapter load another model type with the same code (chapter 13: cohere2)."""
     import json
 
     folder = Path(folder)
-    config = read_config(folder)
+    config = read_config(folder) if config is None else config
+    model_class = MyCachedCohereForCausalLM if model_class is None else model_class
     index = folder / "model.safetensors.index.json"
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
     state = {}
@@ -511,7 +515,7 @@ def load_model(folder, dtype=torch.float32):
         state.update(open_safetensors(folder / name))
     state = {name: t.to(dtype) for name, t in state.items()}
     with torch.device("meta"):
-        model = MyCachedCohereForCausalLM(config)
+        model = model_class(config)
     result = model.load_state_dict(state, strict=False, assign=True)
     missing = set(result.missing_keys) - {"lm_head.weight"}
     if missing or result.unexpected_keys:
@@ -696,9 +700,26 @@ class WindowedCache:
             self.keys[layer] = k.new_zeros(*k.shape[:2], self.window, k.shape[3])
             self.values[layer] = v.new_zeros(*v.shape[:2], self.window, v.shape[3])
         keep = min(n, self.window)                    # of a long prompt, only its last `window` tokens stay
-        slots = torch.arange(start + n - keep, start + n) % self.window
+        slots = torch.arange(start + n - keep, start + n, device=k.device) % self.window
         self.keys[layer][:, :, slots], self.values[layer][:, :, slots] = k[:, :, n - keep:], v[:, :, n - keep:]
         if n > 1:                                     # a prompt attends to itself, under the band mask
             return k, v
         filled = min(start + 1, self.window)
         return self.keys[layer][:, :, :filled], self.values[layer][:, :, :filled]
+
+
+def read_cohere2_config(folder):
+    """A cohere2 checkpoint's config.json, read by chapter 10's reader, with `layer_types` built from the older
+    `sliding_window_pattern` (every pattern-th layer global, 4 by default) when the file has none."""
+    config = read_config(folder, model_type="cohere2")
+    if getattr(config, "layer_types", None) is None:
+        every = getattr(config, "sliding_window_pattern", 4)
+        config.layer_types = ["full_attention" if (i + 1) % every == 0 else "sliding_attention"
+                              for i in range(config.num_hidden_layers)]
+    return config
+
+
+def load_cohere2_model(folder, dtype=torch.float32):
+    """Your cohere2 model (`MyCohere2ForCausalLM`) holding a cohere2 checkpoint folder's weights: chapter 10's
+    loader, handed the cohere2 config and model class."""
+    return load_model(folder, dtype, config=read_cohere2_config(folder), model_class=MyCohere2ForCausalLM)

@@ -25,17 +25,18 @@ WRONG = {
         "return float(ratios[errors.argmin()])\n",
     ],
     "ex-12-3": [
-        # symmetric: as many levels below zero as above
-        "n = 2 ** (bits - 1)\n"
-        "probs = torch.linspace(0.5, 0.9677083, n + 1, dtype=torch.float64)[1:]\n"
-        "ups = torch.special.ndtri(probs) / torch.special.ndtri(probs[-1])\n"
-        "return torch.cat([-ups.flip(0)[:-1], torch.zeros(1, dtype=torch.float64), ups]).float()\n",
-        # both sides from the same probabilities, the negative side one level short at its far end
-        "n_pos = 2 ** (bits - 1)\n"
-        "probs = torch.linspace(0.5, 0.9677083, n_pos + 1, dtype=torch.float64)[1:]\n"
-        "ups = torch.special.ndtri(probs) / torch.special.ndtri(probs[-1])\n"
-        "downs = -ups[:-1]\n"
-        "return torch.cat([downs.flip(0), torch.zeros(1, dtype=torch.float64), ups]).float()\n",
+        # NF4's table kept: "the normal quantiles are already the best levels"
+        "return nf4.clone()\n",
+        # NF4's recipe on the weights themselves: each level takes an equal share, at the weights' own quantiles
+        "return torch.quantile(normed, torch.linspace(0, 1, 16))\n",
+        # Lloyd's iterations stopped too early: still far from a minimum
+        "x = normed.double()\n"
+        "levels = torch.linspace(-1, 1, 16, dtype=torch.float64)\n"
+        "for _ in range(5):\n"
+        "    cell = torch.bucketize(x, (levels[1:] + levels[:-1]) / 2)\n"
+        "    members = torch.bincount(cell, minlength=16).clamp(min=1)\n"
+        "    levels = torch.zeros(16, dtype=torch.float64).index_add_(0, cell, x) / members\n"
+        "return levels.float()\n",
     ],
     "ex-12-4": [
         # half a step: the largest error, not the typical one
