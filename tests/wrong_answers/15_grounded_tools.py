@@ -125,5 +125,12 @@ return ranks[min(len(ranks) - 1, math.ceil(target * len(ranks)))]''',
         # the top-1 hit rate read as if it were the answer: k grows by one per missing 5%
         '''hits = sum(3 * i + q["gold"] in top_k(q["question"], pool, 1) for i, q in enumerate(questions[:40])) / 40
 return 1 if hits >= target else 1 + round((target - hits) / 0.05)''',
+        # the count of questions rounded down: int(0.88 * 40) = 35 questions is short of 88%
+        '''ranks = []
+for i, q in enumerate(questions[:40]):
+    ranking = top_k(q["question"], pool, len(pool))
+    ranks.append(ranking.index(3 * i + q["gold"]) + 1)
+ranks.sort()
+return ranks[max(0, int(target * len(ranks)) - 1)]''',
     ],
 }
