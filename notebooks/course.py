@@ -713,6 +713,33 @@ def plot_grounded_before_after(before: dict, after: dict) -> str:
     return title
 
 
+def finishes_within(fn, argument, seconds: float) -> bool:
+    """Whether fn(argument) returns or raises within `seconds`. It runs in a forked child, killed when time
+    is up, so a check stays short even for an answer that would compute for hours (a learner's calculator
+    that works out 10 ** 10 ** 10 before looking at its size)."""
+    import multiprocessing
+    import os
+    import warnings
+
+    def run():
+        try:
+            fn(argument)
+        except BaseException:  # noqa: BLE001 - the child only reports that it finished
+            pass
+        os._exit(0)
+
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a process that has threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = multiprocessing.get_context("fork").Process(target=run, daemon=True)
+        child.start()
+    child.join(seconds)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------
 # Plots of chapters 16-17
 # ---------------------------------------------------------------------------------------------------

@@ -106,6 +106,21 @@ def walk(node):
         return ops[type(node.op)](walk(node.left), walk(node.right))
     raise ValueError("not arithmetic")
 return walk(ast.parse(expression, mode="eval").body)''',
+        # the size of the result checked, not the exponent: 10 ** 10 ** 10 is computed before any check
+        '''ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+       ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a ** b}
+def walk(node):
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -walk(node.operand)
+    if isinstance(node, ast.BinOp) and type(node.op) in ops:
+        result = ops[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node.op, ast.Pow) and abs(result) > 2 ** 64:
+            raise ValueError("power too large")
+        return result
+    raise ValueError("not arithmetic")
+return walk(ast.parse(expression, mode="eval").body)''',
     ],
     "ex-15-3": [
         # the gold document's index within its own question, not within the pool
