@@ -706,26 +706,63 @@ def plot_finetuning(curves, right, total, title):
 # ---------------------------------------------------------------------------------------------------
 
 def plot_grounded_before_after(before: dict, after: dict) -> str:
-    """Bars of each measure (a fraction right) before and after the adapter; the title states the change
-    in the grounded answers and in the sums the calculator made, from the numbers given."""
+    """Bars of each measure (a fraction right) before and after the adapter, each bar labelled with its
+    value; the title, built from the numbers given, names the measures the adapter lifted most and those
+    it moved least."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     keys = list(before)
     x = np.arange(len(keys))
-    fig, ax = plt.subplots(figsize=(7.5, 3))
-    ax.bar(x - 0.2, [before[k] for k in keys], 0.4, label="before (base weights)")
-    ax.bar(x + 0.2, [after[k] for k in keys], 0.4, label="after (adapter merged)")
-    ax.set_xticks(x, keys, fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("held-out, right")
-    ax.legend(fontsize=8)
-    title = (f"fine-tuned, the model cites the right document for {after['citations']:.0%} of held-out questions "
-             f"(before {before['citations']:.0%}) and calls the calculator for {after['calls the calculator']:.0%} "
-             f"of sums,\nbut copies the fact into {after['answers']:.0%} of its answers and gets "
-             f"{after['sums, calculator']:.0%} of sums right with the tool")
+    fig, ax = plt.subplots(figsize=(8.5, 3.6))
+    for shift, values, label in ((-0.2, before, "before (base weights)"), (0.2, after, "after (adapter merged)")):
+        bars = ax.bar(x + shift, [values[k] for k in keys], 0.4, label=label)
+        ax.bar_label(bars, [f"{values[k]:.0%}" for k in keys], fontsize=7)
+    ax.set_xticks(x, [textwrap.fill(k, 13) for k in keys], fontsize=8)
+    ax.set_ylim(0, 1.35)
+    ax.set_ylabel("fraction right (held-out)")
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    gain = {k: after[k] - before[k] for k in keys}
+    order = sorted(keys, key=lambda k: -gain[k])
+    top = [k for k in order if gain[k] >= gain[order[0]] - 0.25 and gain[k] > 0] or order[:1]
+    change = lambda k: f"{k} ({before[k]:.0%} to {after[k]:.0%})"  # noqa: E731
+    title = f"the adapter lifts {', '.join(change(k) for k in top)} most"
+    if moved := [change(k) for k in order if k not in top and gain[k] != 0]:
+        title += "; less: " + ", ".join(moved)
+    if same := [f"{k} ({after[k]:.0%})" for k in order if k not in top and gain[k] == 0]:
+        title += "; unchanged: " + ", ".join(same)
+    title = textwrap.fill(title, 115)
     ax.set_title(title, fontsize=9)
     plt.show()
     return title
+
+
+def finishes_within(fn, argument, seconds: float) -> bool:
+    """Whether fn(argument) returns or raises within `seconds`. It runs in a forked child, killed when time
+    is up, so a check stays short even for an answer that would compute for hours (a learner's calculator
+    that works out 10 ** 10 ** 10 before looking at its size)."""
+    import multiprocessing
+    import os
+    import warnings
+
+    def run():
+        try:
+            fn(argument)
+        except BaseException:  # noqa: BLE001 - the child only reports that it finished
+            pass
+        os._exit(0)
+
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a process that has threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = multiprocessing.get_context("fork").Process(target=run, daemon=True)
+        child.start()
+    child.join(seconds)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------
