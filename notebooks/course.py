@@ -783,3 +783,31 @@ def tp_plot_gpus_needed(needed: dict, contexts: list, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.legend()
     plt.show()
+
+
+def moe_plot_shares(before: torch.Tensor, after: torch.Tensor, steps: int) -> str:
+    """Chapter 17: for each layer, the range of the experts' shares of the routed tokens (least to most used
+    expert), after upcycling (`before`, [layers, experts]) and after `steps` training steps (`after`). The
+    title, computed from the shares, says whether training pulled them apart or evened them out, in how many
+    layers the range widened, and where the least- and most-used experts' shares went. Returns the title."""
+    import matplotlib.pyplot as plt
+
+    widths = [(shares.max(dim=1).values - shares.min(dim=1).values) for shares in (before, after)]
+    wider = int((widths[1] > widths[0]).sum())
+    verb = "pull the experts' shares apart" if after.std() > before.std() else "even the experts' shares out"
+    title = (f"Without a balance loss, {steps} training steps {verb} (a wider range in {wider} of "
+             f"{before.shape[0]} layers):\nthe least-used expert's share goes from {before.min():.0%} to "
+             f"{after.min():.0%}, the busiest's from {before.max():.0%} to {after.max():.0%}")
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    layers = torch.arange(before.shape[0]).float()
+    for shares, label, shift, color in ((before, "upcycled", -0.1, "tab:gray"),
+                                        (after, f"after {steps} steps", 0.1, "tab:red")):
+        ax.vlines(layers + shift, shares.min(dim=1).values, shares.max(dim=1).values, color=color, lw=6, label=label)
+    ax.axhline(1 / before.shape[1], ls="--", color="black", lw=1, label="an even split")
+    ax.set_xticks(layers.tolist(), [str(i) for i in range(before.shape[0])])
+    ax.set(xlabel="layer", ylabel="share of routed tokens\n(least to most used expert)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+    return title
