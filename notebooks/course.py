@@ -736,13 +736,16 @@ class tp_count_collectives:
     """`with course.tp_count_collectives() as calls:` counts the all-reduces and all-gathers this rank makes
     inside the block, the bytes of the tensors it hands them (`payload_bytes`: for an all-gather, the
     slice it contributes) and, on Linux, the bytes the process actually sent (`sent_bytes`: gloo writes its
-    messages to TCP sockets, and /proc/self/io counts every byte written; None elsewhere)."""
+    messages to TCP sockets, and /proc/self/io counts every byte written; None elsewhere). Chapter 17: also
+    the `all_to_all_single` calls (`all_to_all`) and the bytes of the floating-point tensors this rank hands
+    them (`all_to_all_row_bytes`: the rows, its own share included; integer counts and ids left out)."""
 
     def __enter__(self):
         import torch.distributed as dist
 
-        self.calls = {"all_reduce": 0, "all_gather": 0, "payload_bytes": 0, "sent_bytes": None}
-        self.saved = dist.all_reduce, dist.all_gather
+        self.calls = {"all_reduce": 0, "all_gather": 0, "payload_bytes": 0, "sent_bytes": None,
+                      "all_to_all": 0, "all_to_all_row_bytes": 0}
+        self.saved = dist.all_reduce, dist.all_gather, dist.all_to_all_single
 
         def counted(kind, collective, payload):
             def call(*args, **kwargs):
@@ -753,6 +756,14 @@ class tp_count_collectives:
 
         dist.all_reduce = counted("all_reduce", self.saved[0], lambda t, *rest: t)
         dist.all_gather = counted("all_gather", self.saved[1], lambda parts, t, *rest: t)
+
+        def all_to_all(out, inp, *args, **kwargs):
+            self.calls["all_to_all"] += 1
+            if inp.is_floating_point():
+                self.calls["all_to_all_row_bytes"] += inp.numel() * inp.element_size()
+            return self.saved[2](out, inp, *args, **kwargs)
+
+        dist.all_to_all_single = all_to_all
         self.start = _bytes_written()
         return self.calls
 
@@ -760,7 +771,7 @@ class tp_count_collectives:
         import torch.distributed as dist
 
         end = _bytes_written()
-        dist.all_reduce, dist.all_gather = self.saved
+        dist.all_reduce, dist.all_gather, dist.all_to_all_single = self.saved
         if self.start is not None and end is not None:
             self.calls["sent_bytes"] = end - self.start
         return False
