@@ -798,13 +798,16 @@ class tp_count_collectives:
     """`with course.tp_count_collectives() as calls:` counts the all-reduces and all-gathers this rank makes
     inside the block, the bytes of the tensors it hands them (`payload_bytes`: for an all-gather, the
     slice it contributes) and, on Linux, the bytes the process actually sent (`sent_bytes`: gloo writes its
-    messages to TCP sockets, and /proc/self/io counts every byte written; None elsewhere)."""
+    messages to TCP sockets, and /proc/self/io counts every byte written; None elsewhere). Chapter 17: also
+    the `all_to_all_single` calls (`all_to_all`) and the bytes of the floating-point tensors this rank hands
+    them (`all_to_all_row_bytes`: the rows, its own share included; integer counts and ids left out)."""
 
     def __enter__(self):
         import torch.distributed as dist
 
-        self.calls = {"all_reduce": 0, "all_gather": 0, "payload_bytes": 0, "sent_bytes": None}
-        self.saved = dist.all_reduce, dist.all_gather
+        self.calls = {"all_reduce": 0, "all_gather": 0, "payload_bytes": 0, "sent_bytes": None,
+                      "all_to_all": 0, "all_to_all_row_bytes": 0}
+        self.saved = dist.all_reduce, dist.all_gather, dist.all_to_all_single
 
         def counted(kind, collective, payload):
             def call(*args, **kwargs):
@@ -815,6 +818,14 @@ class tp_count_collectives:
 
         dist.all_reduce = counted("all_reduce", self.saved[0], lambda t, *rest: t)
         dist.all_gather = counted("all_gather", self.saved[1], lambda parts, t, *rest: t)
+
+        def all_to_all(out, inp, *args, **kwargs):
+            self.calls["all_to_all"] += 1
+            if inp.is_floating_point():
+                self.calls["all_to_all_row_bytes"] += inp.numel() * inp.element_size()
+            return self.saved[2](out, inp, *args, **kwargs)
+
+        dist.all_to_all_single = all_to_all
         self.start = _bytes_written()
         return self.calls
 
@@ -822,7 +833,7 @@ class tp_count_collectives:
         import torch.distributed as dist
 
         end = _bytes_written()
-        dist.all_reduce, dist.all_gather = self.saved
+        dist.all_reduce, dist.all_gather, dist.all_to_all_single = self.saved
         if self.start is not None and end is not None:
             self.calls["sent_bytes"] = end - self.start
         return False
@@ -845,3 +856,31 @@ def tp_plot_gpus_needed(needed: dict, contexts: list, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.legend()
     plt.show()
+
+
+def moe_plot_shares(before: torch.Tensor, after: torch.Tensor, steps: int) -> str:
+    """Chapter 17: for each layer, the range of the experts' shares of the routed tokens (least to most used
+    expert), after upcycling (`before`, [layers, experts]) and after `steps` training steps (`after`). The
+    title, computed from the shares, says whether training pulled them apart or evened them out, in how many
+    layers the range widened, and where the least- and most-used experts' shares went. Returns the title."""
+    import matplotlib.pyplot as plt
+
+    widths = [(shares.max(dim=1).values - shares.min(dim=1).values) for shares in (before, after)]
+    wider = int((widths[1] > widths[0]).sum())
+    verb = "pull the experts' shares apart" if after.std() > before.std() else "even the experts' shares out"
+    title = (f"Without a balance loss, {steps} training steps {verb} (a wider range in {wider} of "
+             f"{before.shape[0]} layers):\nthe least-used expert's share goes from {before.min():.0%} to "
+             f"{after.min():.0%}, the busiest's from {before.max():.0%} to {after.max():.0%}")
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    layers = torch.arange(before.shape[0]).float()
+    for shares, label, shift, color in ((before, "upcycled", -0.1, "tab:gray"),
+                                        (after, f"after {steps} steps", 0.1, "tab:red")):
+        ax.vlines(layers + shift, shares.min(dim=1).values, shares.max(dim=1).values, color=color, lw=6, label=label)
+    ax.axhline(1 / before.shape[1], ls="--", color="black", lw=1, label="an even split")
+    ax.set_xticks(layers.tolist(), [str(i) for i in range(before.shape[0])])
+    ax.set(xlabel="layer", ylabel="share of routed tokens\n(least to most used expert)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+    return title

@@ -2,12 +2,18 @@
 
 WRONG = {
     "ex-17-1": [
-        # the experts only: the router's matrix forgotten
-        "return k * 6 * hidden * width + 6 * hidden * shared_width",
-        # multiply-adds counted once instead of twice
-        "return hidden * num_experts + k * 3 * hidden * width + 3 * hidden * shared_width",
-        # every expert counted, as if the token went through all of them
-        "return 2 * hidden * num_experts + num_experts * 6 * hidden * width + 6 * hidden * shared_width",
+        # weight gradients only: the gradients of the inputs forgotten, so backward = forward
+        "return 2 * hidden * num_experts + 6 * hidden * (k * width + shared_width)",
+        # the input's gradient always made, as if the block's input always needed one: backward = 2 x forward
+        "forward = 2 * hidden * num_experts + 6 * hidden * (k * width + shared_width)\n"
+        "return 2 * forward",
+        # with no gradient for the input, no input gradients at all: down_proj's input is the block's own features
+        "forward = 2 * hidden * num_experts + 6 * hidden * (k * width + shared_width)\n"
+        "return 2 * forward if input_needs_grad else forward",
+        # every expert's weights counted in the backward pass, not only the k the token went through
+        "forward = 2 * hidden * num_experts + 6 * hidden * (num_experts * width + shared_width)\n"
+        "down = 2 * hidden * (num_experts * width + shared_width)\n"
+        "return forward + (forward if input_needs_grad else down)",
     ],
     "ex-17-2": [
         # the fraction divided by k as well: a fraction of the choices, so an even split gives 1, not k
