@@ -37,6 +37,21 @@ WRONG = {
         "    members = torch.bincount(cell, minlength=16).clamp(min=1)\n"
         "    levels = torch.zeros(16, dtype=torch.float64).index_add_(0, cell, x) / members\n"
         "return levels.float()\n",
+        # each level moved to its weights' median, not their mean: the middle weight, not the least squares
+        "x = normed.double()\n"
+        "levels = torch.linspace(-1, 1, 16, dtype=torch.float64)\n"
+        "for _ in range(100):\n"
+        "    cell = torch.bucketize(x, (levels[1:] + levels[:-1]) / 2)\n"
+        "    levels = torch.stack([x[cell == i].median() if (cell == i).any() else levels[i] for i in range(16)])\n"
+        "return levels.float()\n",
+        # the cells cut at the levels themselves instead of halfway between them
+        "x = normed.double()\n"
+        "levels = torch.linspace(-1, 1, 16, dtype=torch.float64)\n"
+        "for _ in range(100):\n"
+        "    cell = torch.bucketize(x, levels[1:])\n"
+        "    members = torch.bincount(cell, minlength=16).clamp(min=1)\n"
+        "    levels = torch.zeros(16, dtype=torch.float64).index_add_(0, cell, x) / members\n"
+        "return levels.float()\n",
     ],
     "ex-12-4": [
         # half a step: the largest error, not the typical one
