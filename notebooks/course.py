@@ -497,6 +497,22 @@ def check_parameter_shares(shares, model, name):
           f"{name}: not the expected shares; is the tied head counted once? Where do q_norm and k_norm go?")
 
 
+def check_gqa_saving(saving, config, kv_heads=8):
+    """Fail (with a hint) unless `saving` is the fraction of `config`'s parameters that sharing its keys and
+    values among `kv_heads` heads removes. Counted by building both models (no weights: the meta device),
+    not by a formula, so the check holds none to copy."""
+    import dataclasses
+
+    import torch
+    from minicohere import CohereForCausalLM
+
+    with torch.device("meta"):
+        full, shared = (CohereForCausalLM(dataclasses.replace(config, num_key_value_heads=n)).num_parameters()
+                        for n in (config.num_key_value_heads, kv_heads))
+    check(isinstance(saving, float) and abs(saving - (full - shared) / full) < 1e-6,
+          "which matrices have one slice per key/value head, and how much of each is left with 8 heads?")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Plots of chapters 08-11 (add below; keep this block's helpers here)
 # ---------------------------------------------------------------------------------------------------
