@@ -1,5 +1,24 @@
 """Plausible wrong answers to chapter 15's exercises (see tests/test_wrong_answers.py)."""
 
+# A calculator with powers that checks the exponent; three wrong answers of ex-15-2 below each break one
+# thing in it, so each mistake reads as its one difference.
+_POWERS = '''ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+       ast.Div: lambda a, b: a / b}
+def walk(node):
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -walk(node.operand)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+        base, exponent = walk(node.left), walk(node.right)
+        if abs(exponent) > 64:
+            raise ValueError("exponent above 64")
+        return base ** exponent
+    if isinstance(node, ast.BinOp) and type(node.op) in ops:
+        return ops[type(node.op)](walk(node.left), walk(node.right))
+    raise ValueError("not arithmetic")
+return walk(ast.parse(expression, mode="eval").body)'''
+
 WRONG = {
     "ex-15-1": [
         # the phrase looked up in the plain answer: the first copy of the word, cited or not
@@ -58,54 +77,15 @@ return [(start, end, sorted(docs)) for (start, end), docs in sorted(spans.items(
 except (SyntaxError, TypeError) as e:
     raise ValueError(str(e)) from None''',
         # the unary minus forgotten: "-2 ** 2" is refused
-        '''ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-       ast.Div: lambda a, b: a / b}
-def walk(node):
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-        base, exponent = walk(node.left), walk(node.right)
-        if abs(exponent) > 64:
-            raise ValueError("exponent above 64")
-        return base ** exponent
-    if isinstance(node, ast.BinOp) and type(node.op) in ops:
-        return ops[type(node.op)](walk(node.left), walk(node.right))
-    raise ValueError("not arithmetic")
-return walk(ast.parse(expression, mode="eval").body)''',
+        _POWERS.replace("""    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -walk(node.operand)
+""", ""),
         # off by one: an exponent of exactly 64 is refused
-        '''ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-       ast.Div: lambda a, b: a / b}
-def walk(node):
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -walk(node.operand)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-        base, exponent = walk(node.left), walk(node.right)
-        if abs(exponent) >= 64:
-            raise ValueError("exponent too large")
-        return base ** exponent
-    if isinstance(node, ast.BinOp) and type(node.op) in ops:
-        return ops[type(node.op)](walk(node.left), walk(node.right))
-    raise ValueError("not arithmetic")
-return walk(ast.parse(expression, mode="eval").body)''',
+        _POWERS.replace('> 64:\n            raise ValueError("exponent above 64")',
+                        '>= 64:\n            raise ValueError("exponent too large")'),
         # any constant is a number: "'ab' * 3" repeats a string
-        '''ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-       ast.Div: lambda a, b: a / b}
-def walk(node):
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -walk(node.operand)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-        base, exponent = walk(node.left), walk(node.right)
-        if abs(exponent) > 64:
-            raise ValueError("exponent above 64")
-        return base ** exponent
-    if isinstance(node, ast.BinOp) and type(node.op) in ops:
-        return ops[type(node.op)](walk(node.left), walk(node.right))
-    raise ValueError("not arithmetic")
-return walk(ast.parse(expression, mode="eval").body)''',
+        _POWERS.replace("isinstance(node, ast.Constant) and type(node.value) in (int, float)",
+                        "isinstance(node, ast.Constant)"),
         # the size of the result checked, not the exponent: 10 ** 10 ** 10 is computed before any check
         '''ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
        ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a ** b}
