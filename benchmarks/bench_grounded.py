@@ -43,6 +43,14 @@ def answer_right(result: dict, example: dict) -> bool:
     return example["fact"].lower() in result["answer"].lower()
 
 
+QUESTION_KINDS = (("called?", "pet names"), ("How many", "counts"), ("What colour", "colours"), ("Where did", "places"))
+
+
+def question_kind(question: str) -> str:
+    """The fact a question asks for, by its wording (scripts/make_grounded_data.py's four question shapes)."""
+    return next((kind for marker, kind in QUESTION_KINDS if marker in question), "other")
+
+
 def citation_right(result: dict, example: dict) -> bool:
     cited = {d for c in result["citations"] for d in c["documents"]}
     return cited == {example["gold"]}
@@ -61,7 +69,13 @@ def evaluate(model, tokenizer, grounded: list[dict], sums: list[dict], adapter) 
     plain = [minicohere.answer(model, tokenizer, f"What is {ex['expression'].replace('+', 'plus')}?",
                                adapter=adapter) for ex in sums]
     mean = lambda flags: sum(flags) / max(1, len(flags))  # noqa: E731
+    by_kind: dict[str, list[int]] = {}  # kind -> [right, asked]
+    for r, ex in zip(results, grounded):
+        tally = by_kind.setdefault(question_kind(ex["question"]), [0, 0])
+        tally[0] += answer_right(r, ex)
+        tally[1] += 1
     return {"answers": mean([answer_right(r, ex) for r, ex in zip(results, grounded)]),
+            "answers_by_kind": by_kind,
             "citations": mean([citation_right(r, ex) for r, ex in zip(results, grounded)]),
             "sums_with_tool": mean([total_right(r["answer"], ex) for r, ex in zip(with_tool, sums)]),
             "sums_without_tool": mean([total_right(r["answer"], ex) for r, ex in zip(plain, sums)])}
@@ -73,6 +87,11 @@ def print_table(table: dict, n_grounded: int, n_sums: int) -> None:
     for key, name in (("answers", "answers right"), ("citations", "citations right"),
                       ("sums_with_tool", "sums right, calculator"), ("sums_without_tool", "sums right, no tool")):
         print(f"| {name:22s} | {table['before'][key]:6.1%} | {table['after'][key]:5.1%} |")
+    kinds = table["after"].get("answers_by_kind", {})
+    if kinds:
+        print("\nanswers right by kind, before -> after: " + ", ".join(
+            f"{kind} {table['before'].get('answers_by_kind', {}).get(kind, ['?'])[0]} -> {right} of {asked}"
+            for kind, (right, asked) in kinds.items()))
     print(f"\nseconds: before {table['before']['seconds']}, after {table['after']['seconds']}")
 
 

@@ -14,6 +14,8 @@ uses.
 
     python scripts/make_grounded_data.py                 # -> assets/grounded/{train,heldout}.jsonl
     python scripts/make_grounded_data.py --seed 1 --out /tmp/g
+    # ten times the training data, each example seen about once in a 2,400-step run (the adapter's data)
+    python scripts/make_grounded_data.py --n-train 24000 --n-train-sums 2400 --train-only --out /tmp/g10
 
 From Python (``scripts/`` on sys.path): ``from make_grounded_data import build``; ``build(seed)`` returns
 ``(train, heldout)``, lists of dicts:
@@ -126,10 +128,22 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--n-train", type=int, default=2400, help="grounded training examples")
+    parser.add_argument("--n-train-sums", type=int, default=600, help="training sums (at most 8,000)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="write train.jsonl only, for the held-out split already in assets/grounded/: "
+                             "training sums with one of its number pairs are dropped")
     args = parser.parse_args(argv)
-    train, heldout = build(args.seed)
+    train, heldout = build(args.seed, n_train=args.n_train, n_train_sums=args.n_train_sums)
+    splits = [("train", train), ("heldout", heldout)]
+    if args.train_only:  # another size draws other held-out sums: keep the committed ones out of training
+        kept = [json.loads(line) for line in (DEFAULT_OUT / "heldout.jsonl").read_text().splitlines()]
+        held_questions = {r["question"] for r in kept}
+        held_pairs = {r["expression"] for r in kept if r["kind"] == "sum"}
+        splits = [("train", [r for r in train if r["question"] not in held_questions
+                             and r.get("expression") not in held_pairs])]
     args.out.mkdir(parents=True, exist_ok=True)
-    for split, rows in (("train", train), ("heldout", heldout)):
+    for split, rows in splits:
         path = args.out / f"{split}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         print(f"{path}: {len(rows)} examples, {path.stat().st_size:,} bytes")
