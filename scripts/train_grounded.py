@@ -58,6 +58,10 @@ digits of the operands and of the calculator's result) in 22.5% of answers and 5
 2400 steps: 61.5% of answers, 100% of citations, 99% of sums with the calculator (benchmarks/bench_grounded.py
 has the table). It copies counts and colours, never the invented pet and town names, not even those of one
 token: the copying it learned is of a small set of tokens seen in many answers, not of any token.
+Ten times the data (make_grounded_data.py --n-train 24000 --n-train-sums 2400 --train-only; each sequence
+seen about once, so nothing can be learned by heart), the same command with --data: at step 1400 counts and
+colours right on the first 12 held-out questions of each kind, pet names 0 of 12 (one invented name written
+for every pet), places 0 of 8. Not shipped.
 """
 
 from __future__ import annotations
