@@ -8,6 +8,7 @@
 
 On the held-out split of assets/grounded/ (people, questions and number pairs the training never saw;
 scripts/make_grounded_data.py), all greedy, through `minicohere.answer`:
+- cited spans are quotes of the cited document (`answer`'s default, quote=True); --free decodes them freely;
 - answers: the held-out fact (colour, place, pet's name, count) stands in the answer text;
 - citations: the answer cites at least one document, and every cited document is the one holding the fact;
 - sums with the tool: the calculator is offered; the right total stands in the answer;
@@ -60,10 +61,10 @@ def total_right(text: str, example: dict) -> bool:
     return str(example["result"]) in re.findall(r"\d+", text)
 
 
-def evaluate(model, tokenizer, grounded: list[dict], sums: list[dict], adapter) -> dict:
+def evaluate(model, tokenizer, grounded: list[dict], sums: list[dict], adapter, quote: bool = True) -> dict:
     """Fractions right: answers, citations, sums with the calculator, sums without it."""
-    results = [minicohere.answer(model, tokenizer, ex["question"], documents=ex["documents"], adapter=adapter)
-               for ex in grounded]
+    results = [minicohere.answer(model, tokenizer, ex["question"], documents=ex["documents"], adapter=adapter,
+                                 quote=quote) for ex in grounded]
     with_tool = [minicohere.answer(model, tokenizer, ex["question"], tools=["calculator"], adapter=adapter)
                  for ex in sums]
     plain = [minicohere.answer(model, tokenizer, f"What is {ex['expression'].replace('+', 'plus')}?",
@@ -82,7 +83,8 @@ def evaluate(model, tokenizer, grounded: list[dict], sums: list[dict], adapter) 
 
 
 def print_table(table: dict, n_grounded: int, n_sums: int) -> None:
-    print(f"held-out: {n_grounded} grounded questions, {n_sums} sums (greedy)\n")
+    quoting = "free spans" if table["after"].get("free") else "cited spans quoted from the cited document"
+    print(f"held-out: {n_grounded} grounded questions, {n_sums} sums (greedy; {quoting})\n")
     print(f"| {'':22s} | before | after |\n| {'-' * 22} | ------ | ----- |")
     for key, name in (("answers", "answers right"), ("citations", "citations right"),
                       ("sums_with_tool", "sums right, calculator"), ("sums_without_tool", "sums right, no tool")):
@@ -100,6 +102,8 @@ def main(argv=None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="the first N grounded and N sum questions")
     parser.add_argument("--adapter", default="default", help="adapter folder (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--free", action="store_true",
+                        help="decode cited spans freely (answer(quote=False)) instead of as quotes of the cited document")
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
     parser.add_argument("--only", choices=("before", "after"), default=None,
                         help="measure one column (e.g. in parallel); --merge joins two such --json files")
@@ -118,9 +122,10 @@ def main(argv=None) -> None:
         if args.only not in (None, label):
             continue
         start = time.time()
-        table[label] = evaluate(model, tokenizer, grounded, sums, adapter)
+        table[label] = evaluate(model, tokenizer, grounded, sums, adapter, quote=not args.free)
         table[label]["seconds"] = round(time.time() - start, 1)
         table[label]["counts"] = {"grounded": len(grounded), "sums": len(sums)}
+        table[label]["free"] = args.free
     if args.only is None:
         print_table(table, len(grounded), len(sums))
     else:

@@ -167,6 +167,8 @@ def grounding_flags(parser) -> None:
                         help='documents to answer from: one {"title": ..., "text": ...} object per line')
     parser.add_argument("--tools", default=None, metavar="NAMES",
                         help="comma-separated tools the model may call (known: calculator)")
+    parser.add_argument("--no-quote", action="store_true",
+                        help="let cited phrases be any words (by default each is a quote of the document it cites)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -441,7 +443,7 @@ def run_answer(args) -> None:
     model, tokenizer = load(args)
     try:
         result = answer(model, tokenizer, args.question, documents=documents, tools=tools,
-                        max_new_tokens=args.max_new_tokens)
+                        max_new_tokens=args.max_new_tokens, quote=not args.no_quote)
     except ValueError as e:  # e.g. documents too long for the model's context
         raise BadInput(str(e)) from None
     write(json.dumps(result, ensure_ascii=False) + "\n" if args.json else show_answer(result, documents))
@@ -455,7 +457,7 @@ def run_grounded_chat(args, model, tokenizer, documents, tools) -> None:
     while (message := read_message(interactive)) is not None:
         try:
             result = answer(model, tokenizer, message, documents=documents, tools=tools,
-                            max_new_tokens=min(args.max_new_tokens, 96))
+                            max_new_tokens=min(args.max_new_tokens, 96), quote=not args.no_quote)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             continue

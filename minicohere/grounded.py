@@ -375,6 +375,97 @@ def _generate(model, tokenizer, ids: list[int], max_new_tokens: int) -> str:
     return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
+# Quoting. The adapter taught the bundled model to cite the right document and to write a count or a
+# colour, but not to copy an invented name letter by letter (its five layers grew no copying circuit in the
+# CPU training we could afford; scripts/train_grounded.py's docstring has the measurements). So inside a
+# `<co: N>` span `answer` lets the model choose only among tokens that keep the span a quote of document N:
+# the model still decides which words to cite and where to stop, the decoder keeps them verbatim. A quote
+# starts and ends on word boundaries and stays within one sentence.
+_OPEN_SPAN = re.compile(r"<co:\s*(\d+)\s*>")
+_SENTENCE_END = re.compile(r"[.!?](\s|$)|\n")
+
+
+def open_span(text: str) -> tuple[int, str] | None:
+    """(document number, the span's text so far) when `text` ends inside an open `<co: N>` span of its
+    `Grounded answer:` line; None anywhere else (other lines, between spans, or once a tag has begun)."""
+    line = text.rsplit("\n", 1)[-1]
+    spans = list(_OPEN_SPAN.finditer(line)) if line.startswith("Grounded answer:") else []
+    if not spans or "<" in line[spans[-1].end():]:
+        return None
+    return int(spans[-1].group(1)), line[spans[-1].end():]
+
+
+def is_quote(text: str, sources: list[str], whole: bool = False) -> bool:
+    """Does `text` stand in one of `sources`, starting at the start of a word (not with a space) and,
+    with whole=True, ending at the end of one, within one sentence?"""
+    if not text.strip() or text[0].isspace() or _SENTENCE_END.search(text) or (whole and text[-1] in ".!?"):
+        return False
+    pattern = ((r"(?<!\w)" if text[0].isalnum() else "") + re.escape(text)
+               + (r"(?!\w)" if whole and text[-1].isalnum() else ""))
+    return any(text in source and re.search(pattern, source) for source in sources)
+
+
+def quote_mask(span: str, sources: list[str], pieces: list[str]) -> tuple[torch.Tensor, bool]:
+    """(allowed, may_close): which tokens (by their text `pieces`) extend `span` into a longer quote of
+    `sources`, and whether the span may end here (it is a quote of whole words)."""
+    allowed = torch.tensor([bool(p) and "<" not in p and is_quote(span + p, sources) for p in pieces])
+    return allowed, is_quote(span, sources, whole=True)
+
+
+def _token_pieces(tokenizer) -> list[str]:
+    if getattr(tokenizer, "_quote_pieces", None) is None:
+        tokenizer._quote_pieces = [tokenizer.decode([t]) for t in range(tokenizer.vocab_size)]
+    return tokenizer._quote_pieces
+
+
+@torch.no_grad()
+def generate_quoting(model, tokenizer, ids: list[int], documents: list[dict], max_new_tokens: int) -> str:
+    """Greedy decoding, as `_generate`, except that every `<co: N>` span is a quote of documents[N]
+    (title or text): inside a span the model's choice is limited to the tokens `quote_mask` allows, and
+    when it would end the span (a tag's "<", or the end of its output) the exact closing tag is written."""
+    from .model import KVCache
+
+    room = model.config.max_position_embeddings - len(ids)
+    if room < 1:
+        raise ValueError(f"the prompt is {len(ids)} tokens; the model's context holds "
+                         f"{model.config.max_position_embeddings}: pass fewer or shorter documents")
+    pieces, eos = _token_pieces(tokenizer), tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    stops = torch.tensor([p.startswith("<") for p in pieces[:vocab]] + [False] * (vocab - len(pieces)))
+    if eos is not None:
+        stops[eos] = True
+    cache, out = KVCache(), []
+    step = lambda new: model(torch.tensor([new], device=device), cache=cache, logits_to_keep=1).logits[0, -1].float()  # noqa: E731
+    logits = step(ids)
+    while len(out) < min(max_new_tokens, room):
+        inside = open_span(tokenizer.decode(out, skip_special_tokens=True))
+        if inside is not None and inside[0] < len(documents):
+            number, span = inside
+            sources = [str(documents[number].get("text", "")), str(documents[number].get("title", ""))]
+            allowed, may_close = quote_mask(span, sources, pieces)
+            allowed = torch.cat([allowed, torch.zeros(vocab - len(allowed), dtype=torch.bool)])[:vocab]
+            if may_close:
+                allowed |= stops
+            if allowed.any():
+                choice = int(logits.cpu().masked_fill(~allowed, float("-inf")).argmax())
+                if may_close and stops[choice]:  # the model ends the quote: write the tag it opened
+                    tag = tokenizer.encode(f"</co: {number}>", add_special_tokens=False)
+                    tag = tag[:min(max_new_tokens, room) - len(out)]
+                    out += tag
+                    logits = step(tag)
+                    continue
+                out.append(choice)
+                logits = step([choice])
+                continue
+        choice = int(logits.argmax())
+        if choice == eos:
+            break
+        out.append(choice)
+        logits = step([choice])
+    return tokenizer.decode(out, skip_special_tokens=True)
+
+
 def check_documents(documents) -> list[dict]:
     if not isinstance(documents, (list, tuple)) or not all(isinstance(d, dict) for d in documents):
         raise ValueError("documents must be a list of dicts such as {'title': ..., 'text': ...}")
@@ -405,9 +496,10 @@ def grounded_prompt(tokenizer, question: str, documents: list[dict], room: int, 
 
 
 def answer(model, tokenizer, question: str, documents=None, tools=None, adapter="default",
-           max_new_tokens: int = 96, k: int = 3, max_steps: int = 3) -> dict:
+           max_new_tokens: int = 96, k: int = 3, max_steps: int = 3, quote: bool = True) -> dict:
     """Answer `question`, grounded in `documents` (cited by their 0-based index) and/or with `tools`
-    (names such as ["calculator"]). Greedy, so the same question gives the same answer.
+    (names such as ["calculator"]). Greedy, so the same question gives the same answer. With quote=True
+    each cited phrase is a quote of the document it cites (`generate_quoting`); quote=False decodes freely.
 
     Returns {"answer": str, "citations": [{"text": str, "documents": [int, ...]}],
     "tool_calls": [{"name": str, "parameters": {...}, "result": ...}]}."""
@@ -448,7 +540,9 @@ def answer(model, tokenizer, question: str, documents=None, tools=None, adapter=
                 "tool_calls": tool_calls}
 
     ids, chosen = grounded_prompt(tokenizer, question.strip(), documents, context - max_new_tokens, k)
-    parsed = parse_grounded(_generate(model, tokenizer, ids, max_new_tokens))
+    output = (generate_quoting(model, tokenizer, ids, [documents[i] for i in chosen], max_new_tokens) if quote
+              else _generate(model, tokenizer, ids, max_new_tokens))
+    parsed = parse_grounded(output)
     citations = [{"text": c["text"], "documents": sorted(chosen[n] for n in c["documents"] if n < len(chosen))}
                  for c in parsed["citations"]]
     return {"answer": parsed["text"], "citations": [c for c in citations if c["documents"]], "tool_calls": tool_calls}

@@ -297,3 +297,19 @@ def test_answer_cites_the_right_line_and_calls_the_calculator_and_chat_cites_fro
     out = run("chat", "--documents", docs, stdin="What colour is Ben's kite?\nWhere did Mia go?\n")
     assert out.returncode == 0, out.stderr
     assert "Sources:\n  [0] Ben's kite\n" in out.stdout and "Sources:\n  [2] Mia's trip\n" in out.stdout, out.stdout
+
+
+@pytest.mark.skipif(not (REPO / "assets" / "tiny-command-r" / "grounded-adapter").is_dir(),
+                    reason="the grounded adapter is not trained yet")
+def test_answer_quotes_an_invented_name_from_the_cited_line_unless_told_not_to(tmp_path):
+    # the adapter alone writes a name of its own for a pet; the default quoting decoder keeps the cited
+    # phrase a quote of the cited line, and --no-quote turns it off
+    docs = write_documents(tmp_path, [json.dumps({"title": "Ben's cat", "text": "Ben has a cat called Glimmoo."}),
+                                      json.dumps({"title": "Mia's dog", "text": "Mia has a dog called Snackie."}),
+                                      json.dumps(DOCUMENTS[1])])
+    out = run("answer", "--question", "What is Mia's dog called?", "--documents", docs, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["citations"] == [{"text": "Snackie", "documents": [1]}], out.stdout
+    out = run("answer", "--question", "What is Mia's dog called?", "--documents", docs, "--json", "--no-quote")
+    assert out.returncode == 0, out.stderr
+    assert "Snackie" not in out.stdout and json.loads(out.stdout)["citations"][0]["documents"] == [1], out.stdout

@@ -205,7 +205,8 @@ def test_citations_are_mapped_back_from_the_prompts_order_to_the_callers(tokeniz
                  {"title": "Mia's kite", "text": "Mia has a blue kite."}]
     # BM25 puts document 2 first, so the model sees it as document 0
     fake = ScriptedModel(tokenizer, [format_grounded("Mia's kite is blue.", "blue", [0])])
-    out = minicohere.answer(fake, tokenizer, "What colour is Mia's kite?", documents=documents, adapter=None)
+    out = minicohere.answer(fake, tokenizer, "What colour is Mia's kite?", documents=documents, adapter=None,
+                            quote=False)  # the scripted model runs through generate, not the quoting decoder
     assert "Document: 0\ntitle: Mia's kite" in fake.prompts[0]
     assert out == {"answer": "Mia's kite is blue.", "citations": [{"text": "blue", "documents": [2]}],
                    "tool_calls": []}
@@ -220,6 +221,88 @@ def test_answer_refuses_bad_input_before_running_the_model(tokenizer):
     with pytest.raises(ValueError, match="list of dicts"):
         minicohere.answer(fake, tokenizer, "q", documents=["Mia has a kite."])
     assert fake.prompts == []
+
+
+# -- quoting: cited spans copied from the cited document --------------------------------------------------
+
+
+def test_open_span_is_found_only_inside_an_open_span_of_the_grounded_answer_line():
+    assert grounded.open_span("Answer: x\nGrounded answer: It is <co: 2>Snac") == (2, "Snac")
+    assert grounded.open_span("Grounded answer: It is <co: 2>") == (2, "")
+    assert grounded.open_span("Grounded answer: It is <co: 2>Snackie</co: 2>.") is None   # closed
+    assert grounded.open_span("Grounded answer: It is <co: 2>Snackie</") is None          # closing begun
+    assert grounded.open_span("Answer: It is <co: 2>Snac") is None                       # another line
+    assert grounded.open_span("Grounded answer: <co: 0>a</co: 0> and <co: 1>b") == (1, "b")
+
+
+def test_a_quote_starts_and_ends_on_word_boundaries_within_one_sentence():
+    sources = ["Mia has a cat called Snackie. It sleeps."]
+    assert grounded.is_quote("Snac", sources) and not grounded.is_quote("Snac", sources, whole=True)
+    assert grounded.is_quote("Snackie", sources, whole=True)
+    assert not grounded.is_quote("nackie", sources)                 # starts inside a word
+    assert not grounded.is_quote("Snackie. It", sources)            # runs into the next sentence
+    assert not grounded.is_quote("Snackie.", sources, whole=True)   # the full stop stays outside
+    assert not grounded.is_quote("Snackey", sources) and not grounded.is_quote("", sources)
+
+
+def test_quote_mask_allows_exactly_the_tokens_that_keep_the_span_a_quote():
+    pieces = ["Sn", "ack", "ie", "ie.", "Mia", " has", "<", "cat", " called", "x"]
+    allowed, may_close = grounded.quote_mask("Sn", ["Mia has a cat called Snackie."], pieces)
+    assert [p for p, ok in zip(pieces, allowed.tolist()) if ok] == ["ack"] and not may_close
+    allowed, may_close = grounded.quote_mask("", ["Mia has a cat called Snackie."], pieces)
+    assert [p for p, ok in zip(pieces, allowed.tolist()) if ok] == ["Sn", "Mia", "cat"] and not may_close
+    allowed, may_close = grounded.quote_mask("Snackie", ["Mia has a cat called Snackie."], pieces)
+    assert not allowed.any() and may_close
+
+
+class PreferringModel(torch.nn.Module):
+    """A stand-in model whose next token is the next one of `script` (then eos), whatever it was fed,
+    and whose second choice is always `fallback`: enough to see what the quoting decoder overrides."""
+
+    def __init__(self, tokenizer, script: str, fallback: int):
+        super().__init__()
+        self.config = SimpleNamespace(max_position_embeddings=256, vocab_size=tokenizer.vocab_size)
+        self.script = tokenizer.encode(script, add_special_tokens=False)
+        self.eos, self.fallback, self.calls = tokenizer.eos_token_id, fallback, 0
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids, cache=None, logits_to_keep=0):
+        token = self.script[self.calls] if self.calls < len(self.script) else self.eos
+        self.calls += 1
+        logits = torch.zeros(1, ids.shape[1], self.config.vocab_size)
+        logits[..., self.fallback] = 1.0
+        logits[..., token] = 2.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_the_quoting_decoder_keeps_a_quote_and_writes_the_closing_tag_the_model_left_out(tokenizer):
+    document = {"title": "Mia's cat", "text": "Mia has a cat called Snackie."}
+    # the script stops right after the name: the decoder closes the span with the tag it opened
+    fake = PreferringModel(tokenizer, "Grounded answer: It is called <co: 0>Snackie", fallback=tokenizer.eos_token_id)
+    assert grounded.generate_quoting(fake, tokenizer, [5], [document], 40) == \
+        "Grounded answer: It is called <co: 0>Snackie</co: 0>"
+    # the script invents a longer name: inside the span only quotes of the document are allowed
+    # ("Snackieboo": its third token "ieb" is no quote; the decoder takes the best one that is, and the
+    # span ends where the model's second choice, eos, is allowed: at the end of the word)
+    free = PreferringModel(tokenizer, "Grounded answer: It is called <co: 0>Snackieboo", fallback=tokenizer.eos_token_id)
+    quoted = grounded.generate_quoting(free, tokenizer, [5], [document], 40)
+    assert quoted == "Grounded answer: It is called <co: 0>Snackie</co: 0>", quoted
+
+
+@needs_adapter
+def test_quoting_makes_the_adapter_copy_invented_names_it_cannot_copy_freely(model, tokenizer):
+    """The shipped adapter cites the right document but writes an invented name of its own for a pet; with
+    quoting (answer's default) it writes the document's name, and every cited phrase is a quote of the
+    document it cites."""
+    pets = [ex for ex in heldout("grounded") if ex["question"].endswith("called?")][:4]
+    free = [minicohere.answer(model, tokenizer, ex["question"], documents=ex["documents"], quote=False) for ex in pets]
+    quoted = [minicohere.answer(model, tokenizer, ex["question"], documents=ex["documents"]) for ex in pets]
+    assert sum(ex["fact"] in r["answer"] for r, ex in zip(free, pets)) == 0, free
+    assert sum(ex["fact"] in r["answer"] for r, ex in zip(quoted, pets)) >= 3, quoted
+    for r, ex in zip(quoted, pets):
+        for c in r["citations"]:
+            cited = [ex["documents"][d] for d in c["documents"]]
+            assert all(grounded.is_quote(c["text"], [d["text"], d["title"]], whole=True) for d in cited), r
 
 
 # -- the shipped adapter ---------------------------------------------------------------------------------------
