@@ -9,7 +9,8 @@
 On the held-out split of assets/grounded/ (people, questions and number pairs the training never saw;
 scripts/make_grounded_data.py), all greedy, through `minicohere.answer`:
 - cited spans are quotes of the cited document (`answer`'s default, quote=True); --free decodes them freely;
-- answers: the held-out fact (colour, place, pet's name, count) stands in the answer text;
+- answers: the held-out fact (colour, place, pet's name, count) stands in the answer text; "naming the
+  person": and the answer names the person the question asks about;
 - citations: the answer cites at least one document, and every cited document is the one holding the fact;
 - sums with the tool: the calculator is offered; the right total stands in the answer;
 - sums without the tool: the plain chat prompt (the base model's own skill, "What is 23 plus 48?").
@@ -42,6 +43,12 @@ def load_heldout(limit: int | None = None) -> tuple[list[dict], list[dict]]:
 
 def answer_right(result: dict, example: dict) -> bool:
     return example["fact"].lower() in result["answer"].lower()
+
+
+def person_right(result: dict, example: dict) -> bool:
+    """The answer names the person the question asks about ("What is Mia's cat called?" -> Mia)."""
+    person = re.search(r"([A-Z][a-z]+)(?:'s | go\?| have\?)", example["question"]).group(1)
+    return re.search(rf"\b{person}\b", result["answer"]) is not None
 
 
 QUESTION_KINDS = (("called?", "pet names"), ("How many", "counts"), ("What colour", "colours"), ("Where did", "places"))
@@ -77,6 +84,7 @@ def evaluate(model, tokenizer, grounded: list[dict], sums: list[dict], adapter, 
         tally[1] += 1
     return {"answers": mean([answer_right(r, ex) for r, ex in zip(results, grounded)]),
             "answers_by_kind": by_kind,
+            "answers_and_person": mean([answer_right(r, ex) and person_right(r, ex) for r, ex in zip(results, grounded)]),
             "citations": mean([citation_right(r, ex) for r, ex in zip(results, grounded)]),
             "sums_with_tool": mean([total_right(r["answer"], ex) for r, ex in zip(with_tool, sums)]),
             "sums_without_tool": mean([total_right(r["answer"], ex) for r, ex in zip(plain, sums)])}
@@ -86,9 +94,11 @@ def print_table(table: dict, n_grounded: int, n_sums: int) -> None:
     quoting = "free spans" if table["after"].get("free") else "cited spans quoted from the cited document"
     print(f"held-out: {n_grounded} grounded questions, {n_sums} sums (greedy; {quoting})\n")
     print(f"| {'':22s} | before | after |\n| {'-' * 22} | ------ | ----- |")
-    for key, name in (("answers", "answers right"), ("citations", "citations right"),
+    for key, name in (("answers", "answers right"), ("answers_and_person", "... naming the person"),
+                      ("citations", "citations right"),
                       ("sums_with_tool", "sums right, calculator"), ("sums_without_tool", "sums right, no tool")):
-        print(f"| {name:22s} | {table['before'][key]:6.1%} | {table['after'][key]:5.1%} |")
+        if key in table["before"] and key in table["after"]:
+            print(f"| {name:22s} | {table['before'][key]:6.1%} | {table['after'][key]:5.1%} |")
     kinds = table["after"].get("answers_by_kind", {})
     if kinds:
         print("\nanswers right by kind, before -> after: " + ", ".join(

@@ -377,12 +377,15 @@ def _generate(model, tokenizer, ids: list[int], max_new_tokens: int) -> str:
 
 # Quoting. The adapter taught the bundled model to cite the right document and to write a count or a
 # colour, but not to copy an invented name letter by letter (its five layers grew no copying circuit in the
-# CPU training we could afford; scripts/train_grounded.py's docstring has the measurements). So inside a
-# `<co: N>` span `answer` lets the model choose only among tokens that keep the span a quote of document N:
-# the model still decides which words to cite and where to stop, the decoder keeps them verbatim. A quote
-# starts and ends on word boundaries and stays within one sentence.
+# CPU training we could afford; scripts/train_grounded.py's docstring has the measurements). So `answer`
+# narrows its greedy choice on the `Grounded answer:` line, the line it returns: inside a `<co: N>` span
+# only tokens that keep the span a quote of document N (starting and ending on word boundaries, within one
+# sentence), and outside the spans only words that stand in the question or the documents. The model still
+# decides which words to write, which to cite and where to stop; the decoder keeps them verbatim.
 _OPEN_SPAN = re.compile(r"<co:\s*(\d+)\s*>")
 _SENTENCE_END = re.compile(r"[.!?](\s|$)|\n")
+_WORD = re.compile(r"[\w']+")
+_NOT_PLAIN = re.compile(r"[^\w' .,!?]")  # anything but words, spaces and plain punctuation
 
 
 def open_span(text: str) -> tuple[int, str] | None:
@@ -400,8 +403,8 @@ def is_quote(text: str, sources: list[str], whole: bool = False) -> bool:
     with whole=True, ending at the end of one, within one sentence?"""
     if not text.strip() or text[0].isspace() or _SENTENCE_END.search(text) or (whole and text[-1] in ".!?"):
         return False
-    pattern = ((r"(?<!\w)" if text[0].isalnum() else "") + re.escape(text)
-               + (r"(?!\w)" if whole and text[-1].isalnum() else ""))
+    pattern = ((r"(?<![\w'])" if text[0].isalnum() else "") + re.escape(text)  # "Mia's": "s" starts no word
+               + (r"(?![\w'])" if whole and text[-1].isalnum() else ""))
     return any(text in source and re.search(pattern, source) for source in sources)
 
 
@@ -412,6 +415,21 @@ def quote_mask(span: str, sources: list[str], pieces: list[str]) -> tuple[torch.
     return allowed, is_quote(span, sources, whole=True)
 
 
+def word_mask(text: str, words: set[str], pieces: list[str]) -> tuple[torch.Tensor, bool]:
+    """(allowed, word_ends): which tokens keep every word of `text` + piece one of `words` (the last word
+    may be unfinished: a prefix of one), adding nothing but spaces and plain punctuation; and whether
+    `text` ends on a finished word (or none), where a tag, a new line or the end may come."""
+    prefixes = {w[:i] for w in words for i in range(1, len(w) + 1)}
+    tail = re.search(r"[\w']*$", text).group(0)
+    allowed = []
+    for p in pieces:
+        found = _WORD.findall(tail + p)
+        open_word = found.pop() if found and re.search(r"[\w']$", tail + p) else ""
+        allowed.append(bool(p) and not _NOT_PLAIN.search(p) and all(w in words for w in found)
+                       and (not open_word or open_word in prefixes))
+    return torch.tensor(allowed), tail == "" or tail in words
+
+
 def _token_pieces(tokenizer) -> list[str]:
     if getattr(tokenizer, "_quote_pieces", None) is None:
         tokenizer._quote_pieces = [tokenizer.decode([t]) for t in range(tokenizer.vocab_size)]
@@ -419,46 +437,47 @@ def _token_pieces(tokenizer) -> list[str]:
 
 
 @torch.no_grad()
-def generate_quoting(model, tokenizer, ids: list[int], documents: list[dict], max_new_tokens: int) -> str:
-    """Greedy decoding, as `_generate`, except that every `<co: N>` span is a quote of documents[N]
-    (title or text): inside a span the model's choice is limited to the tokens `quote_mask` allows, and
-    when it would end the span (a tag's "<", or the end of its output) the exact closing tag is written."""
+def generate_quoting(model, tokenizer, ids: list[int], documents: list[dict], max_new_tokens: int,
+                     question: str = "") -> str:
+    """Greedy decoding, as `_generate`, except on the `Grounded answer:` line: every `<co: N>` span is a
+    quote of documents[N] (title or text; `quote_mask`), and when the model would end a span (a tag's "<",
+    or the end of its output) the exact closing tag is written; outside the spans every word stands in
+    `question` or in one of `documents` (`word_mask`)."""
     from .model import KVCache
 
     room = model.config.max_position_embeddings - len(ids)
     if room < 1:
         raise ValueError(f"the prompt is {len(ids)} tokens; the model's context holds "
                          f"{model.config.max_position_embeddings}: pass fewer or shorter documents")
-    pieces, eos = _token_pieces(tokenizer), tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    vocab = model.config.vocab_size
-    stops = torch.tensor([p.startswith("<") for p in pieces[:vocab]] + [False] * (vocab - len(pieces)))
+    pieces, eos, vocab = _token_pieces(tokenizer), tokenizer.eos_token_id, model.config.vocab_size
+    pieces = (pieces + [""] * vocab)[:vocab]  # rows the tokenizer never writes are never chosen here
+    stops = torch.tensor([p.startswith("<") for p in pieces])  # where a tag, or the output, may end
+    newline = torch.tensor(["\n" in p for p in pieces])
     if eos is not None:
         stops[eos] = True
+    words = set(_WORD.findall(question)) | {w for d in documents for v in d.values() for w in _WORD.findall(str(v))}
+    device = next(model.parameters()).device
     cache, out = KVCache(), []
     step = lambda new: model(torch.tensor([new], device=device), cache=cache, logits_to_keep=1).logits[0, -1].float()  # noqa: E731
-    logits = step(ids)
-    while len(out) < min(max_new_tokens, room):
-        inside = open_span(tokenizer.decode(out, skip_special_tokens=True))
-        if inside is not None and inside[0] < len(documents):
-            number, span = inside
-            sources = [str(documents[number].get("text", "")), str(documents[number].get("title", ""))]
-            allowed, may_close = quote_mask(span, sources, pieces)
-            allowed = torch.cat([allowed, torch.zeros(vocab - len(allowed), dtype=torch.bool)])[:vocab]
-            if may_close:
-                allowed |= stops
-            if allowed.any():
-                choice = int(logits.cpu().masked_fill(~allowed, float("-inf")).argmax())
-                if may_close and stops[choice]:  # the model ends the quote: write the tag it opened
-                    tag = tokenizer.encode(f"</co: {number}>", add_special_tokens=False)
-                    tag = tag[:min(max_new_tokens, room) - len(out)]
-                    out += tag
-                    logits = step(tag)
-                    continue
-                out.append(choice)
-                logits = step([choice])
-                continue
-        choice = int(logits.argmax())
+    logits, limit = step(ids), min(max_new_tokens, room)
+    while len(out) < limit:
+        text = tokenizer.decode(out, skip_special_tokens=True)
+        line, inside, allowed = text.rsplit("\n", 1)[-1], open_span(text), None
+        if inside is not None:
+            if inside[0] < len(documents):  # a span citing no document of the prompt gets no rule
+                number = inside[0]
+                allowed, may_close = quote_mask(inside[1], [str(documents[number].get(k, "")) for k in ("text", "title")], pieces)
+                allowed = allowed | stops if may_close else allowed
+        elif line.startswith("Grounded answer:") and not re.search(r"<[^>]*$", line):  # between spans, not in a tag
+            allowed, word_ends = word_mask(line[len("Grounded answer:"):], words, pieces)
+            allowed = allowed | stops | newline if word_ends else allowed
+        ruled = allowed is not None and bool(allowed.any())
+        choice = int(logits.cpu().masked_fill(~allowed, float("-inf")).argmax()) if ruled else int(logits.argmax())
+        if ruled and inside is not None and stops[choice]:  # the model ends the quote: write its tag
+            tag = tokenizer.encode(f"</co: {inside[0]}>", add_special_tokens=False)[:limit - len(out)]
+            out += tag
+            logits = step(tag)
+            continue
         if choice == eos:
             break
         out.append(choice)
@@ -499,7 +518,8 @@ def answer(model, tokenizer, question: str, documents=None, tools=None, adapter=
            max_new_tokens: int = 96, k: int = 3, max_steps: int = 3, quote: bool = True) -> dict:
     """Answer `question`, grounded in `documents` (cited by their 0-based index) and/or with `tools`
     (names such as ["calculator"]). Greedy, so the same question gives the same answer. With quote=True
-    each cited phrase is a quote of the document it cites (`generate_quoting`); quote=False decodes freely.
+    each cited phrase is a quote of the document it cites and the rest of the answer uses only words of the
+    question and the documents (`generate_quoting`); quote=False decodes freely.
 
     Returns {"answer": str, "citations": [{"text": str, "documents": [int, ...]}],
     "tool_calls": [{"name": str, "parameters": {...}, "result": ...}]}."""
@@ -540,7 +560,7 @@ def answer(model, tokenizer, question: str, documents=None, tools=None, adapter=
                 "tool_calls": tool_calls}
 
     ids, chosen = grounded_prompt(tokenizer, question.strip(), documents, context - max_new_tokens, k)
-    output = (generate_quoting(model, tokenizer, ids, [documents[i] for i in chosen], max_new_tokens) if quote
+    output = (generate_quoting(model, tokenizer, ids, [documents[i] for i in chosen], max_new_tokens, question) if quote
               else _generate(model, tokenizer, ids, max_new_tokens))
     parsed = parse_grounded(output)
     citations = [{"text": c["text"], "documents": sorted(chosen[n] for n in c["documents"] if n < len(chosen))}

@@ -278,15 +278,29 @@ class PreferringModel(torch.nn.Module):
 def test_the_quoting_decoder_keeps_a_quote_and_writes_the_closing_tag_the_model_left_out(tokenizer):
     document = {"title": "Mia's cat", "text": "Mia has a cat called Snackie."}
     # the script stops right after the name: the decoder closes the span with the tag it opened
-    fake = PreferringModel(tokenizer, "Grounded answer: It is called <co: 0>Snackie", fallback=tokenizer.eos_token_id)
-    assert grounded.generate_quoting(fake, tokenizer, [5], [document], 40) == \
-        "Grounded answer: It is called <co: 0>Snackie</co: 0>"
+    question = "What is Mia's cat called?"
+    fake = PreferringModel(tokenizer, "Grounded answer: Mia's cat is called <co: 0>Snackie", fallback=tokenizer.eos_token_id)
+    assert grounded.generate_quoting(fake, tokenizer, [5], [document], 40, question) == \
+        "Grounded answer: Mia's cat is called <co: 0>Snackie</co: 0>"
     # the script invents a longer name: inside the span only quotes of the document are allowed
     # ("Snackieboo": its third token "ieb" is no quote; the decoder takes the best one that is, and the
     # span ends where the model's second choice, eos, is allowed: at the end of the word)
-    free = PreferringModel(tokenizer, "Grounded answer: It is called <co: 0>Snackieboo", fallback=tokenizer.eos_token_id)
-    quoted = grounded.generate_quoting(free, tokenizer, [5], [document], 40)
-    assert quoted == "Grounded answer: It is called <co: 0>Snackie</co: 0>", quoted
+    free = PreferringModel(tokenizer, "Grounded answer: Mia's cat is called <co: 0>Snackieboo", fallback=tokenizer.eos_token_id)
+    quoted = grounded.generate_quoting(free, tokenizer, [5], [document], 40, question)
+    assert quoted == "Grounded answer: Mia's cat is called <co: 0>Snackie</co: 0>", quoted
+
+
+def test_outside_the_spans_the_grounded_answer_uses_only_the_questions_and_documents_words(tokenizer):
+    document = {"title": "Mia's cat", "text": "Mia has a cat called Snackie."}
+    # the script names another person ("Milo") and adds a quotation mark; neither survives
+    fake = PreferringModel(tokenizer, 'Grounded answer: "Milo\'s cat is called <co: 0>Snackie</co: 0>.',
+                           fallback=tokenizer.eos_token_id)
+    out = grounded.generate_quoting(fake, tokenizer, [5], [document], 40, "What is Mia's cat called?")
+    assert "Milo" not in out and '"' not in out, out
+    assert set(re.findall(r"[\w']+", re.sub(r"</?co: \d+>", "", out.split(":", 1)[1]))) <= \
+        set(re.findall(r"[\w']+", "What is Mia's cat called? Mia has a cat called Snackie. Mia's cat")), out
+    allowed, ends = grounded.word_mask(" Mia's ca", {"Mia's", "cat", "called"}, ["t", "lled", "r", " is", ".", '"', "t."])
+    assert allowed.tolist() == [True, True, False, False, False, False, True] and not ends
 
 
 @needs_adapter
@@ -294,11 +308,11 @@ def test_quoting_makes_the_adapter_copy_invented_names_it_cannot_copy_freely(mod
     """The shipped adapter cites the right document but writes an invented name of its own for a pet; with
     quoting (answer's default) it writes the document's name, and every cited phrase is a quote of the
     document it cites."""
-    pets = [ex for ex in heldout("grounded") if ex["question"].endswith("called?")][:4]
+    pets = [ex for ex in heldout("grounded") if ex["question"].endswith("called?")][:6]
     free = [minicohere.answer(model, tokenizer, ex["question"], documents=ex["documents"], quote=False) for ex in pets]
     quoted = [minicohere.answer(model, tokenizer, ex["question"], documents=ex["documents"]) for ex in pets]
     assert sum(ex["fact"] in r["answer"] for r, ex in zip(free, pets)) == 0, free
-    assert sum(ex["fact"] in r["answer"] for r, ex in zip(quoted, pets)) >= 3, quoted
+    assert sum(ex["fact"] in r["answer"] for r, ex in zip(quoted, pets)) >= 4, quoted
     for r, ex in zip(quoted, pets):
         for c in r["citations"]:
             cited = [ex["documents"][d] for d in c["documents"]]
