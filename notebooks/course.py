@@ -737,7 +737,7 @@ def plot_grounded_before_after(before: dict, after: dict) -> str:
         ax.bar_label(bars, [f"{values[k]:.0%}" for k in keys], fontsize=7)
     ax.set_xticks(x, [textwrap.fill(k, 13) for k in keys], fontsize=8)
     ax.set_ylim(0, 1.35)
-    ax.set_ylabel("fraction right (held-out)")
+    ax.set_ylabel("fraction right (the held-out\nquestions measured)", fontsize=8)
     ax.legend(fontsize=8, loc="upper left", ncol=2)
     gain = {k: after[k] - before[k] for k in keys}
     order = sorted(keys, key=lambda k: -gain[k])
